@@ -1,0 +1,16 @@
+"""The workbook's reusable code. Notebooks import from these modules; tests verify them.
+
+Stage by stage (InstructGPT, Ouyang et al. 2022):
+
+* ``config``        -- one config dataclass per stage, built from a profile (tiny / cpu / gpu)
+* ``models``        -- provisioning the embedded model offline; 4-bit NF4 loading (QLoRA)
+* ``generation``    -- sampling with the chat template
+* ``constraints``   -- verifiable instructions (IFEval-style constraint kinds)
+* ``instructions``  -- the instruction generator and its disjoint splits
+* ``labeler``       -- the simulated labeler: a deterministic gold score
+* ``demonstrations``-- best-of-N demonstrations; pass-rate tables
+* ``external``      -- real data: HH-RLHF preferences, Dolly/Alpaca demonstrations
+* ``dataset``       -- the row schema; saving and loading the splits with validation
+* ``files``, ``runs``, ``progress``, ``stats`` -- atomic files, stage folders, progress bars, bootstrap
+* ``runner``        -- executes the numbered notebooks headless, in order
+"""

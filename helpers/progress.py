@@ -1,0 +1,27 @@
+"""Progress bars that work both in JupyterLab and in headless runs.
+
+In JupyterLab ``tqdm.auto`` draws a widget bar. Headless (papermill, nbclient, the
+runner) that widget never renders and its text fallback stays frozen at 0 %, so
+there we pick tqdm's plain text bar explicitly, printing to stdout at a calm rate.
+The runner and the tests set ``RLHF_HEADLESS=1`` for the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def headless() -> bool:
+    return os.environ.get("RLHF_HEADLESS", "").strip().lower() in ("1", "true", "yes")
+
+
+def progress_bar(total: int, desc: str, unit: str = "it"):
+    """A tqdm bar (elapsed time and estimate of the remainder) suited to where the code runs."""
+    if headless():
+        from tqdm.std import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stdout, mininterval=20, ascii=True)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit)

@@ -1,0 +1,132 @@
+"""Run folders and stage folders: where artifacts go, and how a stage resumes or refuses to overwrite.
+
+A run folder (``runs/<profile>/`` by default) holds one folder per stage
+(``data/``, later ``sft/``, ``reward/``, ``ppo/``, ``eval/``) and the executed
+notebooks. Each stage folder follows one protocol (after nanoGPT/nanochat's
+small metadata file beside each checkpoint):
+
+* ``config.json`` is written when the stage starts. Re-running with the same
+  config resumes from whatever the stage logged; a different config is refused,
+  naming the fields that differ, unless the user asks to overwrite.
+* ``meta.json`` is written last, atomically, when the stage finishes: config,
+  metrics, package versions and input manifest. Its presence means "finished":
+  a finished stage with the same config is reused, never recomputed or
+  silently overwritten.
+* ``overwrite=True`` moves the old folder aside (``<name>.old-<time>``) rather
+  than deleting it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .files import read_json, write_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets", "pandas", "plotly")
+
+
+class StageConflict(RuntimeError):
+    """A stage folder holds work done with other settings."""
+
+
+def default_run_dir(profile: str, run_dir: str | None = None) -> Path:
+    """``run_dir`` if given, else ``runs/<profile>`` in the repository."""
+    return Path(run_dir) if run_dir else REPO_ROOT / "runs" / profile
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Stage:
+    """A stage folder and its state: ``fresh``, ``resuming`` or ``finished``."""
+
+    path: Path
+    state: str
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+    def meta(self) -> dict:
+        return read_json(self.path / "meta.json")
+
+    def finish(self, meta: dict[str, Any]) -> None:
+        """Write ``meta.json`` (the 'finished' mark) with versions and a timestamp added."""
+        meta = {**meta, "config": read_json(self.path / "config.json"), "versions": package_versions(),
+                "finished": now()}
+        write_json(self.path / "meta.json", meta)
+        self.state = "finished"
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``["data.n_candidates: 2 -> 3", ...]`` for the (nested) keys whose values differ."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
+
+
+def open_stage(path: str | Path, config: dict[str, Any], *, overwrite: bool = False) -> Stage:
+    """Open a stage folder for ``config``: reuse it if finished, resume it if started, else start it."""
+    path = Path(path)
+    config_file = path / "config.json"
+    if config_file.exists():
+        previous = read_json(config_file)
+        if previous != config:
+            if not overwrite:
+                what = "a finished stage" if (path / "meta.json").exists() else "an unfinished stage"
+                raise StageConflict(
+                    f"{path} holds {what} built with other settings ("
+                    + "; ".join(_differences(previous, config))
+                    + "). Use another run folder (RUN_DIR), or set OVERWRITE=True to move the old one aside."
+                )
+            aside = path.with_name(f"{path.name}.old-{dt.datetime.now():%Y%m%d-%H%M%S}")
+            shutil.move(str(path), aside)
+            print(f"Moved the previous {path.name}/ aside to {aside}")
+        elif (path / "meta.json").exists():
+            return Stage(path, "finished")
+        else:
+            return Stage(path, "resuming")
+    elif path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise StageConflict(f"{path} is not empty but has no config.json; move it away or set OVERWRITE=True.")
+        shutil.move(str(path), path.with_name(f"{path.name}.old-{dt.datetime.now():%Y%m%d-%H%M%S}"))
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(config_file, config)
+    return Stage(path, "fresh")
+
+
+def require_finished(path: str | Path, notebook: str) -> dict:
+    """The ``meta.json`` of a finished earlier stage, or an error naming the notebook to run first."""
+    meta_path = Path(path) / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path} not found: run notebook {notebook} first (with the same RUN_DIR).")
+    return read_json(meta_path)
+
+
+def environ_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")

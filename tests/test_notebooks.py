@@ -1,0 +1,103 @@
+"""Notebook tier: the workbook executed end to end on the tiny profile, with assertions on what it shows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import nbformat
+import pytest
+
+from helpers.files import read_json, sha256
+from helpers.runner import workbook_notebooks
+
+from .conftest import REPO_ROOT
+
+
+def _tracked_notebooks():
+    out = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+    return [REPO_ROOT / name for name in out] or workbook_notebooks()
+
+
+def test_committed_notebooks_carry_no_outputs():
+    for path in _tracked_notebooks():
+        nb = json.loads(path.read_text())
+        for index, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] == "code":
+                assert not cell["outputs"] and cell["execution_count"] is None, f"{path.name} cell {index} has outputs"
+
+
+def test_first_code_cell_is_the_parameters_cell():
+    for path in workbook_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        assert "parameters" in first.metadata.get("tags", []), path.name
+        assert "PROFILE" in first.source and "RUN_DIR" in first.source and "RLHF_PROFILE" in first.source
+
+
+def _outputs(path):
+    """All text a notebook displayed, and the MIME types of its rich outputs."""
+    nb = nbformat.read(path, as_version=4)
+    texts, mimes = [], []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", f"{path.name}: {output.get('ename')}: {output.get('evalue')}"
+            texts.append(output.get("text", "") + output.get("data", {}).get("text/plain", ""))
+            mimes += list(output.get("data", {}))
+    return "\n".join(texts), mimes
+
+
+@pytest.mark.notebook
+def test_workbook_runs_on_tiny(tiny_run):
+    record = read_json(tiny_run / "run.json")
+    assert record["status"] == "finished"
+    assert set(record["notebooks"]) == {p.name for p in workbook_notebooks()}
+
+
+@pytest.mark.notebook
+def test_notebook_01_builds_the_dataset(tiny_run):
+    from helpers.config import DataConfig
+    from helpers.dataset import SPLITS, load_split
+
+    cfg = DataConfig.from_profile("tiny")
+    data = tiny_run / "data"
+    meta = read_json(data / "meta.json")
+    assert meta["counts"] == cfg.split_sizes
+    assert meta["config"]["data"] == cfg.to_dict()
+    assert meta["versions"]["transformers"] and meta["base_model"] == "embedded:SmolLM2-135M-Instruct"
+    rows = {split: load_split(data, split) for split in SPLITS}
+    eval_topics = {r["topic"] for r in rows["eval"]}
+    assert not eval_topics & {r["topic"] for s in ("sft", "rm", "ppo") for r in rows[s]}
+    # tiny keeps each prompt's best candidate (threshold 0): one demonstration per SFT prompt.
+    assert meta["demonstrations"]["kept"] == cfg.n_sft
+    demos = [json.loads(line) for line in (data / "demonstrations.jsonl").read_text().splitlines()]
+    assert len(demos) == cfg.n_sft and all(d["response"].strip() for d in demos)
+    base = meta["base_eval"]
+    assert 0.0 <= base["ci95"][0] <= base["mean_gold"] <= base["ci95"][1] <= 1.0
+    assert set(base["pass_rates"]) <= {c["kind"] for r in rows["eval"] for c in r["constraints"]}
+    for name, entry in meta["files"].items():
+        assert sha256(data / name) == entry["sha256"], f"{name} changed after meta.json was written"
+
+    text, mimes = _outputs(tiny_run / "notebooks" / "01_instruction_data.ipynb")
+    assert f"mean gold score on {cfg.n_eval} evaluation prompts: {base['mean_gold']:.3f}" in text
+    assert f"Kept {cfg.n_sft} demonstrations for {cfg.n_sft} SFT prompts" in text
+    assert mimes.count("application/vnd.plotly.v1+json") >= 2  # pass-rate bars, best-of-N histogram
+
+
+@pytest.mark.notebook
+def test_notebook_01_reuses_a_finished_stage_and_refuses_other_settings(tiny_run, tmp_path):
+    import papermill
+
+    data = tiny_run / "data"
+    before = {p.name: sha256(p) for p in data.glob("*.jsonl")}
+    notebook = REPO_ROOT / "notebooks" / "01_instruction_data.ipynb"
+    params = {"PROFILE": "tiny", "RUN_DIR": str(tiny_run)}
+    papermill.execute_notebook(str(notebook), str(tmp_path / "again.ipynb"), parameters=params,
+                               kernel_name="python3", progress_bar=False, cwd=str(notebook.parent))
+    assert {p.name: sha256(p) for p in data.glob("*.jsonl")} == before
+    text, _ = _outputs(tmp_path / "again.ipynb")
+    assert "stage: data/ (finished)" in text
+    with pytest.raises(papermill.PapermillExecutionError, match="data.n_candidates: 2 -> 3"):
+        papermill.execute_notebook(str(notebook), str(tmp_path / "other.ipynb"),
+                                   parameters={**params, "N_CANDIDATES": 3}, kernel_name="python3",
+                                   progress_bar=False, cwd=str(notebook.parent))
