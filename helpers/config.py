@@ -61,8 +61,10 @@ class StageConfig:
             if choices is not None and value not in choices:
                 allowed = ", ".join(repr(c) for c in choices)
                 raise ConfigError(f"{type(self).__name__}.{f.name}: {value!r} is not allowed; choose one of {allowed}")
-            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigError(f"{type(self).__name__}.{f.name}: expected a number, got {value!r}")
+            expected = {"int": (int,), "float": (int, float), "bool": (bool,)}.get(f.type)
+            if expected and (not isinstance(value, expected) or (isinstance(value, bool) and f.type != "bool")):
+                kind = {"int": "an integer", "float": "a number", "bool": "True or False"}[f.type]
+                raise ConfigError(f"{type(self).__name__}.{f.name}: expected {kind}, got {value!r}")
         self.validate()
 
     def validate(self) -> None:
@@ -156,3 +158,45 @@ class DataConfig(StageConfig):
     @property
     def split_sizes(self) -> dict[str, int]:
         return {"sft": self.n_sft, "rm": self.n_rm, "ppo": self.n_ppo, "eval": self.n_eval}
+
+
+@dataclass(frozen=True)
+class SFTStageConfig(StageConfig):
+    """Notebook 02: supervised fine-tuning of a LoRA adapter on the demonstrations (QLoRA, TRL's SFTTrainer)."""
+
+    profile: str = _field("cpu", "profile these settings came from", PROFILES)
+    lora_r: int = _field(16, "LoRA rank r: the adapter adds B·A with A (r x d_in) and B (d_out x r)")
+    lora_alpha: int = _field(32, "LoRA scale numerator: the update is (alpha / r) · B·A")
+    lora_dropout: float = _field(0.05, "dropout on the adapter's input")
+    target_modules: str = _field("all-linear", "which linear layers get adapters ('all-linear' or comma-separated names)")
+    learning_rate: float = _field(2e-4, "AdamW learning rate (QLoRA's default for small models)")
+    epochs: int = _field(3, "passes over the demonstrations")
+    batch_size: int = _field(8, "demonstrations per optimiser step (per device, before accumulation)")
+    grad_accum: int = _field(1, "gradient accumulation steps: effective batch = batch_size x grad_accum")
+    max_length: int = _field(384, "token limit of prompt + response; longer examples are truncated")
+    eval_fraction: float = _field(0.1, "share of demonstrations held out to measure evaluation loss")
+    warmup_ratio: float = _field(0.1, "share of steps spent warming the learning rate up linearly")
+    save_steps: int = _field(10, "save a resumable checkpoint every this many steps")
+    seed: int = _field(0, "seed for the split, adapter initialisation and data order")
+
+    PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"lora_r": 8, "lora_alpha": 16, "epochs": 1, "batch_size": 4, "max_length": 192, "save_steps": 1,
+                 "eval_fraction": 0.25},
+        "gpu": {"batch_size": 16, "max_length": 768, "save_steps": 50},
+    }
+
+    def validate(self) -> None:
+        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "max_length", "save_steps"):
+            self._require(getattr(self, name) >= 1, name, "an integer >= 1")
+        self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "a number in [0, 1)")
+        self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
+        self._require(0.0 < self.eval_fraction < 0.5, "eval_fraction", "a number in (0, 0.5)")
+        self._require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "a number in [0, 1)")
+        self._require(bool(self.target_modules.strip()), "target_modules", "'all-linear' or module names")
+
+    @property
+    def lora_targets(self) -> str | list[str]:
+        """``target_modules`` as peft expects it."""
+        if self.target_modules == "all-linear":
+            return "all-linear"
+        return [name.strip() for name in self.target_modules.split(",") if name.strip()]

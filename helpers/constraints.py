@@ -422,7 +422,7 @@ def validate(spec: dict) -> ConstraintKind:
     if not isinstance(spec, dict):
         raise ValueError(f"a constraint must be a dict with a 'kind' field, got {spec!r}")
     name = spec.get("kind")
-    if name not in CONSTRAINT_KINDS:
+    if not isinstance(name, str) or name not in CONSTRAINT_KINDS:
         raise ValueError(f"unknown constraint kind {name!r}; known kinds: {', '.join(CONSTRAINT_KINDS)}")
     kind = CONSTRAINT_KINDS[name]
     for field in kind.fields:

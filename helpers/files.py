@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class DataError(ValueError):
     """Input that does not have the expected shape; the message names the file, line and field."""
 
@@ -29,6 +33,7 @@ def write_text(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -65,12 +70,12 @@ def read_json(path: str | Path) -> Any:
 
 
 def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
-    """Append records to a JSONL log, durably (flush + fsync)."""
+    """Append records to a JSONL log, durably (flush + fsync). Lines end in ``\n`` on every platform."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
+    with open(path, "ab") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
@@ -78,29 +83,34 @@ def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
 def read_jsonl(path: str | Path, *, tolerate_partial_tail: bool = False) -> list[dict]:
     """The JSON objects of a JSONL file, one a line (blank lines skipped).
 
-    With ``tolerate_partial_tail`` a last line without its newline that does not parse
-    (a write cut off by a kill) is dropped instead of raising, and the file is truncated
-    to its last complete line so later appends start on a fresh line.
+    With ``tolerate_partial_tail`` -- for logs that a killed process may have been
+    writing -- a last line without its newline is repaired: dropped (the file is
+    truncated to its last complete line) when it does not parse, or completed with
+    a newline when it does, so later appends always start on a fresh line.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    raw = path.read_text(encoding="utf-8")
-    lines = raw.split("\n")
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")  # the last element is b"" when the file ends with a newline
     records = []
     for number, line in enumerate(lines, start=1):
+        is_unterminated_tail = number == len(lines) and line != b""
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            is_tail = number == len(lines)  # no newline after it
-            if tolerate_partial_tail and is_tail:
-                with open(path, "r+", encoding="utf-8") as f:
-                    f.truncate(len(raw.encode("utf-8")) - len(line.encode("utf-8")))
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            if tolerate_partial_tail and is_unterminated_tail:
+                with open(path, "r+b") as f:
+                    f.truncate(len(raw) - len(line))
                 break
-            raise DataError(f"{path}, line {number}: not valid JSON ({err.msg}, column {err.colno})") from err
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+            raise DataError(f"{path}, line {number}: not valid JSON ({reason})") from err
         if not isinstance(record, dict):
             raise DataError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
+        if tolerate_partial_tail and is_unterminated_tail:
+            with open(path, "ab") as f:
+                f.write(b"\n")
     return records

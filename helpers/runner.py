@@ -41,15 +41,15 @@ def workbook_notebooks(folder: Path = REPO_ROOT / "notebooks") -> list[Path]:
 
 
 def _failed_cell(executed: Path) -> str:
-    """'cell N' plus the first line of the failing cell's source, read from the executed copy."""
+    """'code cell N' (counted in the source notebook) and the cell's first line, from the executed copy."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    for index, cell in enumerate(nb.cells):
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                first = next((line for line in cell.source.splitlines() if line.strip()), "")
-                return f"cell {index} ({first[:60]!r})"
+    code_cells = [c for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    for number, cell in enumerate(code_cells, start=1):
+        if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            return f"code cell {number} ({first[:60]!r})"
     return "an unknown cell"
 
 

@@ -19,6 +19,7 @@ small metadata file beside each checkpoint):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -90,9 +91,21 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return found
 
 
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` to a free ``<name>.old-<time>[-k]`` beside it; returns the new path."""
+    stamp = f"{path.name}.old-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    aside, k = path.with_name(stamp), 1
+    while aside.exists():
+        aside, k = path.with_name(f"{stamp}-{k}"), k + 1
+    shutil.move(str(path), aside)
+    print(f"Moved the previous {path.name}/ aside to {aside}")
+    return aside
+
+
 def open_stage(path: str | Path, config: dict[str, Any], *, overwrite: bool = False) -> Stage:
     """Open a stage folder for ``config``: reuse it if finished, resume it if started, else start it."""
     path = Path(path)
+    config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
     config_file = path / "config.json"
     if config_file.exists():
         previous = read_json(config_file)
@@ -104,9 +117,7 @@ def open_stage(path: str | Path, config: dict[str, Any], *, overwrite: bool = Fa
                     + "; ".join(_differences(previous, config))
                     + "). Use another run folder (RUN_DIR), or set OVERWRITE=True to move the old one aside."
                 )
-            aside = path.with_name(f"{path.name}.old-{dt.datetime.now():%Y%m%d-%H%M%S}")
-            shutil.move(str(path), aside)
-            print(f"Moved the previous {path.name}/ aside to {aside}")
+            _move_aside(path)
         elif (path / "meta.json").exists():
             return Stage(path, "finished")
         else:
@@ -114,7 +125,7 @@ def open_stage(path: str | Path, config: dict[str, Any], *, overwrite: bool = Fa
     elif path.exists() and any(path.iterdir()):
         if not overwrite:
             raise StageConflict(f"{path} is not empty but has no config.json; move it away or set OVERWRITE=True.")
-        shutil.move(str(path), path.with_name(f"{path.name}.old-{dt.datetime.now():%Y%m%d-%H%M%S}"))
+        _move_aside(path)
     path.mkdir(parents=True, exist_ok=True)
     write_json(config_file, config)
     return Stage(path, "fresh")

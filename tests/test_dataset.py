@@ -171,12 +171,6 @@ def test_bad_generated_row_names_file_line_and_field(tmp_path, generated_rows, m
     assert expected in message
 
 
-@pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="BUG (in helpers.constraints.validate): a constraint whose kind is not hashable, e.g. "
-           "{'kind': ['lowercase']}, hits 'name not in CONSTRAINT_KINDS' and escapes as TypeError: unhashable type "
-           "'list', not a DataError naming the file, line and field",
-)
 def test_unhashable_constraint_kind_is_a_data_error(tmp_path, generated_rows):
     bad = generated(generated_rows, 0)
     bad["constraints"][0] = {"kind": ["lowercase"]}

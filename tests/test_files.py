@@ -212,12 +212,6 @@ def test_read_json_names_the_file_and_line(tmp_path):
     assert "at line 3" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=UnicodeDecodeError,
-    reason="BUG: read_jsonl decodes the whole file before looking for a torn tail, so a write cut off inside a "
-           "multi-byte UTF-8 character (logs are written with ensure_ascii=False, and model samples hold non-ASCII "
-           "text) raises UnicodeDecodeError even with tolerate_partial_tail=True, and a resumed run cannot start",
-)
 def test_torn_tail_inside_a_utf8_character_is_tolerated(tmp_path):
     path = tmp_path / "log.jsonl"
     append_jsonl(path, [{"id": 1, "text": "café"}])
@@ -227,12 +221,6 @@ def test_torn_tail_inside_a_utf8_character_is_tolerated(tmp_path):
     assert path.read_text(encoding="utf-8") == '{"id": 1, "text": "café"}\n'
 
 
-@pytest.mark.xfail(
-    strict=True, raises=DataError,
-    reason="BUG: a last line that parses but lacks its newline (a write cut off just before its '\\n', or a "
-           "hand-edited file) is kept without adding the newline, so the next append_jsonl glues its record onto "
-           "that line and the log no longer reads: the docstring's 'later appends start on a fresh line' fails",
-)
 def test_complete_last_line_without_newline_then_append(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text('{"id": 1}\n{"id": 2}', encoding="utf-8")
@@ -241,13 +229,6 @@ def test_complete_last_line_without_newline_then_append(tmp_path):
     assert read_jsonl(path) == [{"id": 1}, {"id": 2}, {"id": 3}]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="BUG: read_jsonl computes the truncation offset from text read with universal newlines ('\\r\\n' -> "
-           "'\\n'), so in a CRLF file -- what append_jsonl writes on Windows, where text mode turns '\\n' into "
-           "'\\r\\n' -- it truncates one byte too early per earlier line break, eating the last complete line's "
-           "line break; the next append then glues onto that line",
-)
 def test_torn_tail_in_a_crlf_log(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_bytes(b'{"id": 1}\r\n{"id": 2}\r\n{"id": 3, "te')

@@ -39,7 +39,7 @@ def test_runner_stops_at_the_first_failure_and_names_it(tmp_path):
     with pytest.raises(NotebookFailed) as failure:
         run_workbook("tiny", run_dir, notebooks=notebooks)
     message = str(failure.value)
-    assert "02_fail.ipynb" in message and "cell 2" in message and "ValueError: bad row 7" in message
+    assert "02_fail.ipynb" in message and "code cell 3 (\"raise ValueError" in message and "ValueError: bad row 7" in message
     record = read_json(run_dir / "run.json")
     assert record["status"] == "failed"
     assert record["notebooks"]["01_ok.ipynb"]["status"] == "finished"

@@ -148,14 +148,6 @@ def test_notebook_config_resumes(tmp_path):
     assert open_stage(tmp_path / "data", config).state == "resuming"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=StageConflict,
-    reason="BUG: open_stage compares the config read back from config.json with the one passed in, so a config "
-           "holding a tuple (or a non-string dict key) never equals its own JSON round trip: re-running with the "
-           "very same config is refused as a conflict (\"lora_targets: ['q_proj', 'v_proj'] -> ('q_proj', "
-           "'v_proj')\"). Latent: today's DataConfig and ModelConfig have no tuple fields, but a later stage config "
-           "(e.g. LoRA target modules) would hit it",
-)
 def test_same_config_with_a_tuple_resumes(tmp_path):
     config = {"lora_targets": ("q_proj", "v_proj")}
     open_stage(tmp_path / "sft", config)

@@ -1,0 +1,136 @@
+"""Supervised fine-tuning (InstructGPT step 1) with QLoRA: TRL's ``SFTTrainer`` on the 4-bit base model.
+
+Objective. For a demonstration :math:`(x, y)` with response tokens :math:`y_1..y_T`,
+minimise the cross-entropy of the response given the prompt (Ouyang et al., 2022, §3.5):
+
+.. math::  \\mathcal{L}_{SFT}(\\theta) = -\\frac{1}{\\sum T} \\sum_{(x,y)} \\sum_{t=1}^{T} \\log \\pi_\\theta(y_t \\mid x, y_{<t})
+
+Only response tokens count: prompt tokens get label -100 ("completion-only loss"),
+which TRL does for prompt/completion datasets. The closing ``<|im_end|>`` is part of
+the response, so the model also learns *when to stop*.
+
+Only LoRA adapters are trained (Hu et al., 2021): each targeted linear layer
+:math:`W` (frozen, 4-bit NF4) becomes :math:`W + \\frac{\\alpha}{r} B A`.
+
+Deliberate deviation from TRL's QLoRA default: TRL casts the trainable adapter weights
+to bfloat16. On CPU our 4-bit matmuls compute in float32 (measured faster), and mixed
+bf16 adapters slowed training; ``match_trainable_dtype`` casts them back to the base
+model's compute dtype (float32 on CPU, bfloat16 on CUDA: the QLoRA setting).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from .config import SFTStageConfig
+
+
+def sft_examples(demonstrations: list[dict]) -> list[dict]:
+    """Conversational prompt/completion records, the format TRL masks for completion-only loss."""
+    return [{"id": d["id"], "prompt": d["messages"], "completion": [{"role": "assistant", "content": d["response"]}]}
+            for d in demonstrations]
+
+
+def split_train_eval(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded shuffle, then the first ``ceil(eval_fraction * n)`` (at least 1) held out for evaluation loss."""
+    if len(examples) < 2:
+        raise ValueError(f"need at least 2 demonstrations to hold one out, got {len(examples)}: "
+                         "lower DataConfig.demo_threshold or raise n_sft in notebook 01")
+    shuffled = examples[:]
+    random.Random(seed).shuffle(shuffled)
+    n_eval = max(1, round(eval_fraction * len(shuffled)))
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+def lora_config(cfg, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_targets, task_type=task_type, modules_to_save=modules_to_save)
+
+
+def match_trainable_dtype(model, dtype: torch.dtype) -> int:
+    """Cast every trainable parameter to ``dtype`` (see the module docstring); returns how many were cast."""
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+            cast += 1
+    return cast
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder under ``folder``, for resuming; None if there is none."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def save_adapter_atomically(model, target: Path) -> None:
+    """``model.save_pretrained`` (safetensors) into a temporary folder, then renamed into place."""
+    staging = target.with_name(f".{target.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    model.save_pretrained(staging, safe_serialization=True)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+
+
+def build_sft_trainer(model, tokenizer, train: list[dict], evaluation: list[dict], cfg: SFTStageConfig,
+                      output_dir: Path, compute_dtype: torch.dtype, callbacks=()):
+    """TRL's SFTTrainer wired for QLoRA: LoRA adapters on the 4-bit model, completion-only loss, checkpoints."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    steps_per_epoch = -(-len(train) // (cfg.batch_size * cfg.grad_accum))
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=round(cfg.warmup_ratio * steps_per_epoch * cfg.epochs),
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        gradient_checkpointing=False,  # a 135M model fits; recomputation would only cost time
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=max(1, steps_per_epoch // 2),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=compute_dtype == torch.bfloat16 and torch.cuda.is_available(),
+        disable_tqdm=True,
+        dataset_num_proc=None,
+    )
+    strip = lambda rows: [{k: r[k] for k in ("prompt", "completion")} for r in rows]  # noqa: E731
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(strip(train)),
+                         eval_dataset=Dataset.from_list(strip(evaluation)), processing_class=tokenizer,
+                         peft_config=lora_config(cfg), callbacks=list(callbacks))
+    match_trainable_dtype(trainer.model, compute_dtype)
+    return trainer
+
+
+def loss_history(trainer) -> "pd.DataFrame":  # noqa: F821
+    """Training and evaluation loss per step from the trainer's log."""
+    import pandas as pd
+
+    rows = []
+    for entry in trainer.state.log_history:
+        if "loss" in entry:
+            rows.append({"step": entry["step"], "split": "train", "loss": entry["loss"]})
+        if "eval_loss" in entry:
+            rows.append({"step": entry["step"], "split": "eval", "loss": entry["eval_loss"]})
+    return pd.DataFrame(rows)
