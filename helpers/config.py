@@ -122,14 +122,14 @@ class DataConfig(StageConfig):
     dataset: str | None = _field(None, "for hh-rlhf / instructions: a Hub dataset id, or a local .jsonl/.json/.parquet file")
     seed: int = _field(0, "seed for prompt generation, splits and sampling")
     n_sft: int = _field(128, "prompts for supervised fine-tuning (demonstrations are drawn for these)")
-    n_rm: int = _field(192, "prompts for reward-model comparisons")
+    n_rm: int = _field(96, "prompts for reward-model comparisons (each gives up to K(K-1)/2 pairs)")
     n_ppo: int = _field(256, "prompts for PPO rollouts")
     n_eval: int = _field(96, "held-out evaluation prompts (their topics never appear in the other splits)")
     min_constraints: int = _field(1, "fewest verifiable constraints per prompt")
     max_constraints: int = _field(3, "most verifiable constraints per prompt")
     eval_topic_fraction: float = _field(0.2, "share of topics reserved for evaluation")
     n_candidates: int = _field(4, "best-of-N: responses sampled from the base model per SFT prompt")
-    demo_threshold: float = _field(0.5, "keep a prompt's best response as a demonstration if its gold score is at least this")
+    demo_threshold: float = _field(0.3, "keep a prompt's best response as a demonstration if its gold score is at least this")
     max_new_tokens: int = _field(96, "token limit for sampled responses")
     temperature: float = _field(1.0, "sampling temperature")
     top_p: float = _field(1.0, "nucleus sampling cut-off (1.0 = off)")
@@ -137,7 +137,7 @@ class DataConfig(StageConfig):
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny keeps every prompt's best candidate (threshold 0) so later stages always have demonstrations.
-        "tiny": {"n_sft": 8, "n_rm": 8, "n_ppo": 8, "n_eval": 8, "n_candidates": 2, "demo_threshold": 0.0,
+        "tiny": {"n_sft": 8, "n_rm": 16, "n_ppo": 8, "n_eval": 8, "n_candidates": 2, "demo_threshold": 0.0,
                  "max_new_tokens": 32, "batch_size": 16},
         "gpu": {"n_sft": 1024, "n_rm": 1024, "n_ppo": 2048, "n_eval": 256, "n_candidates": 8, "max_new_tokens": 160,
                 "batch_size": 128},
@@ -169,8 +169,8 @@ class SFTStageConfig(StageConfig):
     lora_alpha: int = _field(32, "LoRA scale numerator: the update is (alpha / r) · B·A")
     lora_dropout: float = _field(0.05, "dropout on the adapter's input")
     target_modules: str = _field("all-linear", "which linear layers get adapters ('all-linear' or comma-separated names)")
-    learning_rate: float = _field(2e-4, "AdamW learning rate (QLoRA's default for small models)")
-    epochs: int = _field(3, "passes over the demonstrations")
+    learning_rate: float = _field(1e-3, "AdamW learning rate (high: few demonstrations, few steps)")
+    epochs: int = _field(4, "passes over the demonstrations")
     batch_size: int = _field(8, "demonstrations per optimiser step (per device, before accumulation)")
     grad_accum: int = _field(1, "gradient accumulation steps: effective batch = batch_size x grad_accum")
     max_length: int = _field(384, "token limit of prompt + response; longer examples are truncated")
@@ -200,3 +200,39 @@ class SFTStageConfig(StageConfig):
         if self.target_modules == "all-linear":
             return "all-linear"
         return [name.strip() for name in self.target_modules.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class RewardStageConfig(StageConfig):
+    """Notebook 03: comparisons sampled from the SFT model, then a reward model (QLoRA, TRL's RewardTrainer)."""
+
+    profile: str = _field("cpu", "profile these settings came from", PROFILES)
+    k_samples: int = _field(4, "responses sampled from the SFT model per reward-model prompt (InstructGPT: 4 to 9)")
+    heldout_fraction: float = _field(0.2, "share of prompts (with all their pairs) held out for evaluation")
+    use_margin: bool = _field(False, "add the gold-score difference as a margin to the Bradley-Terry loss", (True, False))
+    lora_r: int = _field(16, "LoRA rank of the reward adapter")
+    lora_alpha: int = _field(32, "LoRA scale numerator of the reward adapter")
+    lora_dropout: float = _field(0.05, "dropout on the adapter's input")
+    target_modules: str = _field("all-linear", "which linear layers get adapters ('all-linear' or comma-separated names)")
+    learning_rate: float = _field(5e-4, "AdamW learning rate for the adapter and the score head")
+    epochs: int = _field(1, "passes over the training pairs")
+    batch_size: int = _field(8, "pairs per optimiser step")
+    max_length: int = _field(384, "token limit of a conversation; longer pairs are dropped (and counted)")
+    save_steps: int = _field(20, "save a resumable checkpoint every this many steps")
+    seed: int = _field(0, "seed for the split, initialisation and data order")
+
+    PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"k_samples": 4, "heldout_fraction": 0.25, "lora_r": 8, "lora_alpha": 16, "epochs": 1,
+                 "batch_size": 4, "max_length": 256, "save_steps": 2},
+        "gpu": {"k_samples": 6, "batch_size": 16, "max_length": 768, "save_steps": 100},
+    }
+
+    def validate(self) -> None:
+        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "max_length", "save_steps"):
+            self._require(getattr(self, name) >= 1, name, "an integer >= 1")
+        self._require(self.k_samples >= 2, "k_samples", "an integer >= 2 (a comparison needs two answers)")
+        self._require(0.0 < self.heldout_fraction < 0.5, "heldout_fraction", "a number in (0, 0.5)")
+        self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "a number in [0, 1)")
+        self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
+
+    lora_targets = SFTStageConfig.lora_targets

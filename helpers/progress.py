@@ -25,3 +25,14 @@ def progress_bar(total: int, desc: str, unit: str = "it"):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit)
+
+
+def quiet_library_bars() -> None:
+    """Headless: switch off the widget bars of transformers and datasets (they cannot render there)."""
+    if not headless():
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()

@@ -25,9 +25,15 @@ import random
 import shutil
 from pathlib import Path
 
+import warnings
+
 import torch
 
 from .config import SFTStageConfig
+from .progress import quiet_library_bars
+
+# TRL 1.16 still passes transformers' renamed gradient_checkpointing flags; the warning is not ours to act on.
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 
 def sft_examples(demonstrations: list[dict]) -> list[dict]:
@@ -86,7 +92,10 @@ def build_sft_trainer(model, tokenizer, train: list[dict], evaluation: list[dict
                       output_dir: Path, compute_dtype: torch.dtype, callbacks=()):
     """TRL's SFTTrainer wired for QLoRA: LoRA adapters on the 4-bit model, completion-only loss, checkpoints."""
     from datasets import Dataset
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
+
+    quiet_library_bars()
 
     steps_per_epoch = -(-len(train) // (cfg.batch_size * cfg.grad_accum))
     args = SFTConfig(
@@ -102,8 +111,7 @@ def build_sft_trainer(model, tokenizer, train: list[dict], evaluation: list[dict
         completion_only_loss=True,
         gradient_checkpointing=False,  # a 135M model fits; recomputation would only cost time
         logging_steps=1,
-        eval_strategy="steps",
-        eval_steps=max(1, steps_per_epoch // 2),
+        eval_strategy="epoch",
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=2,
@@ -119,6 +127,7 @@ def build_sft_trainer(model, tokenizer, train: list[dict], evaluation: list[dict
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(strip(train)),
                          eval_dataset=Dataset.from_list(strip(evaluation)), processing_class=tokenizer,
                          peft_config=lora_config(cfg), callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # the notebook plots the log instead of printing it
     match_trainable_dtype(trainer.model, compute_dtype)
     return trainer
 
@@ -134,3 +143,13 @@ def loss_history(trainer) -> "pd.DataFrame":  # noqa: F821
         if "eval_loss" in entry:
             rows.append({"step": entry["step"], "split": "eval", "loss": entry["eval_loss"]})
     return pd.DataFrame(rows)
+
+
+def loss_mask_table(trainer, index: int) -> "pd.DataFrame":  # noqa: F821
+    """Token by token, whether one processed training example's token counts in the loss (label != -100)."""
+    import pandas as pd
+
+    batch = trainer.data_collator([trainer.train_dataset[index]])
+    input_ids, labels = batch["input_ids"][0], batch["labels"][0]  # (seq,), (seq,)
+    decode = trainer.processing_class.decode
+    return pd.DataFrame({"token": [decode([int(t)]) for t in input_ids], "in_loss": (labels != -100).tolist()})

@@ -18,3 +18,14 @@ def bootstrap_mean_ci(values, confidence: float = 0.95, n_resamples: int = 2000,
     means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)  # (n_resamples,)
     alpha = (1.0 - confidence) / 2.0
     return float(x.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the ranks (ties get their average rank)."""
+    import pandas as pd
+
+    ranks_x = pd.Series(list(x), dtype=float).rank()
+    ranks_y = pd.Series(list(y), dtype=float).rank()
+    if ranks_x.nunique() < 2 or ranks_y.nunique() < 2:
+        return float("nan")  # a constant has no ranking
+    return float(ranks_x.corr(ranks_y))

@@ -18,7 +18,7 @@ def test_profiles_are_tiny_cpu_gpu():
 def test_data_tiny_profile_values():
     cfg = DataConfig.from_profile("tiny")
     assert cfg.profile == "tiny"
-    assert cfg.split_sizes == {"sft": 8, "rm": 8, "ppo": 8, "eval": 8}
+    assert cfg.split_sizes == {"sft": 8, "rm": 16, "ppo": 8, "eval": 8}
     assert (cfg.n_candidates, cfg.demo_threshold, cfg.max_new_tokens, cfg.batch_size) == (2, 0.0, 32, 16)
     assert cfg.source == "generated" and cfg.dataset is None and cfg.seed == 0
 
@@ -26,8 +26,8 @@ def test_data_tiny_profile_values():
 def test_data_cpu_profile_is_the_dataclass_defaults():
     cfg = DataConfig.from_profile("cpu")
     assert cfg == DataConfig()
-    assert cfg.split_sizes == {"sft": 128, "rm": 192, "ppo": 256, "eval": 96}
-    assert (cfg.n_candidates, cfg.demo_threshold, cfg.max_new_tokens, cfg.batch_size) == (4, 0.5, 96, 64)
+    assert cfg.split_sizes == {"sft": 128, "rm": 96, "ppo": 256, "eval": 96}
+    assert (cfg.n_candidates, cfg.demo_threshold, cfg.max_new_tokens, cfg.batch_size) == (4, 0.3, 96, 64)
 
 
 def test_data_gpu_profile_values():
@@ -35,7 +35,7 @@ def test_data_gpu_profile_values():
     assert cfg.profile == "gpu"
     assert cfg.split_sizes == {"sft": 1024, "rm": 1024, "ppo": 2048, "eval": 256}
     assert (cfg.n_candidates, cfg.max_new_tokens, cfg.batch_size) == (8, 160, 128)
-    assert cfg.demo_threshold == 0.5  # not overridden by the gpu profile
+    assert cfg.demo_threshold == 0.3  # not overridden by the gpu profile
 
 
 @pytest.mark.parametrize("profile", ["tiny", "cpu"])

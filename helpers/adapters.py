@@ -1,0 +1,95 @@
+"""Several LoRA adapters on one 4-bit base model: the roles of RLHF without copies of the weights.
+
+peft lets one ``PeftModel`` hold several named adapters over the same frozen base
+weights; ``set_adapter`` picks the active one and ``disable_adapter()`` runs the bare
+base model. Later stages use this to keep a single copy of the 4-bit base in memory
+for the policy, the reference (SFT), the value model and the reward model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ModelConfig
+from .models import load_model
+
+
+def load_policy(model_cfg: ModelConfig, adapter_dir: str | Path, adapter_name: str = "sft", trainable: bool = False):
+    """The 4-bit base model with one saved LoRA adapter on top (frozen unless ``trainable``)."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter_dir} holds no LoRA adapter: run notebook 02 (SFT) first.")
+    model = PeftModel.from_pretrained(load_model(model_cfg), str(adapter_dir), adapter_name=adapter_name,
+                                      is_trainable=trainable)
+    model.eval()
+    return model
+
+
+def last_token_index(input_ids, pad_token_id: int):
+    """Index of the last non-pad token of each row (left or right padding), as transformers' classifiers pool."""
+    import torch
+
+    non_pad = (input_ids != pad_token_id).int()  # (batch, seq)
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (seq,)
+    return (positions * non_pad).argmax(-1)  # (batch,)
+
+
+def load_score_head(reward_dir: str | Path, dtype=None, device=None):
+    """The reward model's scalar head, ``Linear(hidden, 1, bias=False)``, frozen."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .reward import SCORE_HEAD_FILE
+
+    weight = load_file(str(Path(reward_dir) / SCORE_HEAD_FILE))["weight"]  # (1, hidden)
+    head = torch.nn.Linear(weight.shape[1], 1, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+    head.requires_grad_(False)
+    return head.to(dtype=dtype or weight.dtype, device=device or "cpu")
+
+
+def load_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str | Path):
+    """One 4-bit base model carrying the ``sft`` and ``reward`` adapters, plus the reward head and normalisation.
+
+    Returns ``(model, reward_head, normalisation)``. Use ``model.set_adapter("sft")`` to run
+    the SFT policy, ``reward_scores(model, reward_head, ...)`` for rewards.
+    """
+    from .files import read_json
+    from .reward import NORMALISATION_FILE
+
+    reward_dir = Path(reward_dir)
+    if not (reward_dir / "adapter" / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{reward_dir} holds no reward model: run notebook 03 first.")
+    model = load_policy(model_cfg, sft_dir, adapter_name="sft")
+    model.load_adapter(str(reward_dir / "adapter"), adapter_name="reward", is_trainable=False)
+    model.set_adapter("sft")
+    device = next(model.parameters()).device
+    compute_dtype = next(m for m in model.modules() if hasattr(m, "compute_dtype")).compute_dtype
+    head = load_score_head(reward_dir, dtype=compute_dtype, device=device)
+    return model, head, read_json(reward_dir / NORMALISATION_FILE)
+
+
+def reward_scores(model, reward_head, input_ids, attention_mask, pad_token_id: int, normalisation=None):
+    """r(x, y) at the last non-pad token under the ``reward`` adapter; normalised if ``normalisation`` is given.
+
+    Shapes: input_ids and attention_mask (batch, seq) -> rewards (batch,). The active
+    adapter is restored afterwards, so callers switching roles never see it change.
+    """
+    import torch
+
+    previous = model.active_adapter
+    model.set_adapter("reward")
+    try:
+        with torch.no_grad():
+            hidden = model.get_base_model().model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            last = last_token_index(input_ids, pad_token_id)  # (batch,)
+            rewards = reward_head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last]).squeeze(-1)
+    finally:
+        model.set_adapter(previous)
+    rewards = rewards.float()
+    if normalisation is not None:
+        rewards = (rewards - normalisation["offset"]) / normalisation["scale"]
+    return rewards

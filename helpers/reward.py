@@ -1,0 +1,217 @@
+"""The reward model (InstructGPT step 2): comparisons, Bradley-Terry training, normalisation.
+
+Comparisons. For each reward-model prompt x, the SFT model samples K answers and the
+simulated labeler scores them (our stand-in for a labeler ranking K answers). Every pair
+with distinct scores becomes a comparison (y_w preferred over y_l): up to K(K-1)/2 per
+prompt, as in InstructGPT, which also kept each prompt's pairs together in one batch
+and one split; we keep them in one split, so no prompt leaks from training into evaluation.
+
+Loss (Ouyang et al., 2022, eq. 1; Bradley & Terry, 1952). A scalar head on the last
+token gives r_theta(x, y); training minimises
+
+    loss(theta) = -E_{(x, y_w, y_l)} [ log sigma( r_theta(x, y_w) - r_theta(x, y_l) - m ) ]
+
+with margin m = 0, or m = gold(y_w) - gold(y_l) when ``use_margin`` (Llama 2's margin loss).
+TRL's ``RewardTrainer`` implements it; this module prepares the data and reads the results.
+
+Normalisation. A reward is only defined up to a constant. After training we shift and
+scale it so the SFT model's answers score 0 on average with unit spread (InstructGPT
+normalised so that labeler demonstrations score 0): r_norm = (r - offset) / scale.
+
+Deliberate choices: the score head starts at zero, so a fresh reward model scores every
+answer exactly 0 (a known number to test); trainable weights are kept in the base
+model's compute dtype (see ``helpers.sft``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import ModelConfig, RewardStageConfig
+
+SCORE_HEAD_FILE = "score_head.safetensors"
+NORMALISATION_FILE = "normalisation.json"
+
+
+def comparisons_from_samples(rows: list[dict], records: list[dict]) -> tuple[list[dict], Counter]:
+    """All pairs of a prompt's samples with distinct gold scores (chosen = higher), and a tally of what was dropped.
+
+    Pairs whose two texts are identical are dropped and counted (``identical``), never
+    trained on; equal scores are ties (``ties``).
+    """
+    by_id = {r["id"]: r for r in records}
+    pairs, tally = [], Counter()
+    for row in rows:
+        samples = by_id[row["id"]]["samples"]
+        for i, j in itertools.combinations(range(len(samples)), 2):
+            a, b = samples[i], samples[j]
+            if a["text"].strip() == b["text"].strip():
+                tally["identical"] += 1
+                continue
+            if a["score"] == b["score"]:
+                tally["ties"] += 1
+                continue
+            chosen, rejected = (a, b) if a["score"] > b["score"] else (b, a)
+            pairs.append({"id": f"{row['id']}-{i}-{j}", "prompt_id": row["id"], "messages": row["messages"],
+                          "chosen": chosen["text"], "rejected": rejected["text"],
+                          "chosen_score": chosen["score"], "rejected_score": rejected["score"]})
+    tally["pairs"] = len(pairs)
+    return pairs, tally
+
+
+def comparisons_from_preferences(rows: list[dict]) -> list[dict]:
+    """Human comparisons (HH-RLHF rows) in the same pair format, without gold scores."""
+    return [{"id": row["id"], "prompt_id": row["id"], "messages": row["messages"], "chosen": row["chosen"],
+             "rejected": row["rejected"]} for row in rows]
+
+
+def split_by_prompt(pairs: list[dict], heldout_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) with every prompt's pairs on one side: a seeded share of prompts is held out."""
+    prompts = sorted({p["prompt_id"] for p in pairs})
+    if len(prompts) < 2:
+        raise ValueError(f"need comparisons from at least 2 prompts to hold some out, got {len(prompts)}: "
+                         "raise n_rm in notebook 01 or k_samples here")
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: max(1, round(heldout_fraction * len(prompts)))])
+    return [p for p in pairs if p["prompt_id"] not in held], [p for p in pairs if p["prompt_id"] in held]
+
+
+def preference_records(pairs: list[dict], use_margin: bool) -> list[dict]:
+    """Conversational preference records for TRL: whole conversations ending in the chosen / rejected answer."""
+    records = []
+    for p in pairs:
+        record = {"chosen": p["messages"] + [{"role": "assistant", "content": p["chosen"]}],
+                  "rejected": p["messages"] + [{"role": "assistant", "content": p["rejected"]}]}
+        if use_margin:
+            record["margin"] = float(p["chosen_score"] - p["rejected_score"])
+        records.append(record)
+    return records
+
+
+def load_reward_base(model_cfg: ModelConfig, tokenizer):
+    """The 4-bit base model with a scalar head (``AutoModelForSequenceClassification``, one label), head at zero."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .models import quantization_config, resolve_compute_dtype, resolve_device, resolve_model_path
+
+    device = resolve_device(model_cfg.device)
+    kwargs = {"num_labels": 1, "dtype": resolve_compute_dtype(model_cfg.compute_dtype, device),
+              "device_map": {"": device}, "trust_remote_code": model_cfg.trust_remote_code}
+    if model_cfg.load_in_4bit:
+        kwargs["quantization_config"] = quantization_config(model_cfg, device)
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model_cfg.base_model), **kwargs)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    with torch.no_grad():
+        model.score.weight.zero_()
+    return model
+
+
+def build_reward_trainer(model, tokenizer, train: list[dict], heldout: list[dict], cfg: RewardStageConfig,
+                         output_dir: Path, compute_dtype: torch.dtype, callbacks=()):
+    """TRL's RewardTrainer wired for QLoRA: a LoRA adapter plus a trainable score head on the 4-bit model."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from .progress import quiet_library_bars
+    from .sft import lora_config, match_trainable_dtype
+
+    quiet_library_bars()
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    args = RewardConfig(
+        output_dir=str(output_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=max(1, round(0.05 * steps_per_epoch * cfg.epochs)), max_length=cfg.max_length,
+        gradient_checkpointing=False, logging_steps=1, eval_strategy="epoch",
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed,
+        report_to="none", use_cpu=not torch.cuda.is_available(),
+        bf16=compute_dtype == torch.bfloat16 and torch.cuda.is_available(), disable_tqdm=True,
+    )
+    trainer = RewardTrainer(
+        model=model, args=args, processing_class=tokenizer,
+        train_dataset=Dataset.from_list(preference_records(train, cfg.use_margin)),
+        eval_dataset=Dataset.from_list(preference_records(heldout, cfg.use_margin)),
+        peft_config=lora_config(cfg, task_type="SEQ_CLS", modules_to_save=["score"]), callbacks=list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)
+    match_trainable_dtype(trainer.model, compute_dtype)
+    return trainer
+
+
+@torch.no_grad()
+def score_conversations(model, tokenizer, conversations: list[list[dict]], batch_size: int = 16) -> list[float]:
+    """r(x, y) for each whole conversation (prompt turns + the assistant's answer), as RewardTrainer tokenises it."""
+    device = next(model.parameters()).device
+    scores = []
+    for start in range(0, len(conversations), batch_size):
+        chunk = conversations[start : start + batch_size]
+        ids = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in chunk]
+        batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)  # left-padded (batch, seq)
+        scores += model(**batch).logits[:, 0].float().tolist()
+    return scores
+
+
+def score_pairs(model, tokenizer, pairs: list[dict], batch_size: int = 16) -> pd.DataFrame:
+    """The pairs with ``r_chosen`` and ``r_rejected`` (raw rewards) added."""
+    chosen = score_conversations(model, tokenizer, [p["messages"] + [{"role": "assistant", "content": p["chosen"]}]
+                                                    for p in pairs], batch_size)
+    rejected = score_conversations(model, tokenizer, [p["messages"] + [{"role": "assistant", "content": p["rejected"]}]
+                                                      for p in pairs], batch_size)
+    table = pd.DataFrame(pairs)
+    table["r_chosen"], table["r_rejected"] = chosen, rejected
+    return table
+
+
+def pairwise_accuracy(table: pd.DataFrame) -> float:
+    """Share of pairs where the reward model ranks the chosen answer strictly higher (ties count as wrong)."""
+    return float((table["r_chosen"] > table["r_rejected"]).mean())
+
+
+def normalisation(rewards: list[float]) -> dict[str, float]:
+    """``{"offset": mean, "scale": std}`` so that (r - offset) / scale has mean 0 and unit spread on ``rewards``."""
+    series = pd.Series(rewards, dtype=float)
+    scale = float(series.std(ddof=0))
+    return {"offset": float(series.mean()), "scale": scale if scale > 0 else 1.0, "n": int(series.size)}
+
+
+def save_reward_model(model, folder: Path, norm: dict[str, float]) -> None:
+    """Save the trained reward model so that any stage can load it on the shared causal-LM base.
+
+    ``folder/adapter/``: the LoRA weights only, with a causal-LM adapter config (no ``score``
+    module, which a causal LM lacks); ``folder/score_head.safetensors``: the scalar head
+    (1 x hidden); ``folder/normalisation.json``: offset and scale. Written into a temporary
+    folder and renamed into place.
+    """
+    import copy
+    import os
+    import shutil
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from .files import write_json
+
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "adapter").mkdir(parents=True)
+    state = get_peft_model_state_dict(model)
+    lora = {k: v.detach().cpu().contiguous() for k, v in state.items() if ".score." not in k and "lora_" in k}
+    head = model.get_base_model().score.modules_to_save["default"] if hasattr(model.get_base_model().score,
+                                                                               "modules_to_save") else model.score
+    config = copy.deepcopy(model.peft_config["default"])
+    config.modules_to_save, config.task_type = None, "CAUSAL_LM"
+    config.save_pretrained(str(staging / "adapter"))
+    save_file(lora, str(staging / "adapter" / "adapter_model.safetensors"))
+    save_file({"weight": head.weight.detach().float().cpu().contiguous()}, str(staging / SCORE_HEAD_FILE))
+    write_json(staging / NORMALISATION_FILE, norm)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)

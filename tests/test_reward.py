@@ -1,0 +1,153 @@
+"""Reward model: comparisons from ranked samples, the Bradley-Terry loss, and one base model for every role."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers.config import RewardStageConfig
+from helpers.reward import (comparisons_from_samples, normalisation, pairwise_accuracy, split_by_prompt)
+
+ROWS = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Describe colour {i}."}]} for i in range(4)]
+
+
+def _record(row_id, *scored):
+    return {"id": row_id, "samples": [{"text": t, "score": s} for t, s in scored]}
+
+
+def test_comparisons_pair_every_distinct_score_and_count_ties_and_duplicates():
+    records = [_record("p0", ("a", 1.0), ("b", 0.5), ("c", 0.5)),  # (a,b) (a,c); (b,c) tie
+               _record("p1", ("same", 1.0), ("same", 0.0), ("x", 0.0)),  # identical texts dropped; (same, x) once
+               _record("p2", ("u", 0.2), ("v", 0.2), ("w", 0.2)),  # all ties
+               _record("p3", ("lo", 0.0), ("hi", 1.0), ("mid", 0.5))]  # 3 pairs
+    pairs, tally = comparisons_from_samples(ROWS, records)
+    assert tally == {"pairs": 6, "ties": 5, "identical": 1}
+    assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
+    p3 = {(p["chosen"], p["rejected"]) for p in pairs if p["prompt_id"] == "p3"}
+    assert p3 == {("hi", "lo"), ("mid", "lo"), ("hi", "mid")}
+
+
+def test_split_by_prompt_keeps_each_prompts_pairs_together():
+    pairs = [{"prompt_id": f"p{i}", "id": f"p{i}-{j}"} for i in range(10) for j in range(3)]
+    train, held = split_by_prompt(pairs, 0.2, seed=0)
+    assert len(held) == 6 and len(train) == 24
+    assert {p["prompt_id"] for p in train}.isdisjoint({p["prompt_id"] for p in held})
+    assert split_by_prompt(pairs, 0.2, seed=0) == (train, held)
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        split_by_prompt(pairs[:3], 0.2, seed=0)
+
+
+def test_normalisation_and_accuracy_on_literals():
+    norm = normalisation([1.0, 3.0])
+    assert norm == {"offset": 2.0, "scale": 1.0, "n": 2}
+    import pandas as pd
+
+    table = pd.DataFrame({"r_chosen": [1.0, 0.0, 2.0, 0.5], "r_rejected": [0.0, 1.0, 2.0, -1.0]})
+    assert pairwise_accuracy(table) == 0.5  # the tie counts as wrong
+
+
+PAIRS = [{"id": f"q{i}", "prompt_id": f"q{i}", "messages": [{"role": "user", "content": f"Describe the sea, take {i}."}],
+          "chosen": "the sea is wide and calm today.", "rejected": "NO.", "chosen_score": 1.0, "rejected_score": 0.0}
+         for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def reward_run(model_config, tokenizer, tmp_path_factory):
+    from helpers.reward import build_reward_trainer, load_reward_base
+
+    cfg = RewardStageConfig.from_profile("tiny", learning_rate=3e-3, epochs=3, batch_size=2, save_steps=100)
+    out = tmp_path_factory.mktemp("reward")
+    trainer = build_reward_trainer(load_reward_base(model_config, tokenizer), tokenizer, PAIRS, PAIRS[:2], cfg,
+                                   out / "checkpoints", torch.float32)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    fresh_loss = trainer.compute_loss(trainer.model, batch).item()
+    trainer.train()
+    return trainer, fresh_loss, out
+
+
+@pytest.mark.model
+def test_fresh_reward_model_scores_every_answer_zero(model_config, tokenizer):
+    from helpers.reward import load_reward_base, score_conversations
+
+    model = load_reward_base(model_config, tokenizer)
+    conversations = [p["messages"] + [{"role": "assistant", "content": p[k]}] for p in PAIRS for k in ("chosen", "rejected")]
+    assert score_conversations(model, tokenizer, conversations) == [0.0] * len(conversations)
+
+
+@pytest.mark.model
+def test_bradley_terry_loss_matches_the_formula(reward_run, tokenizer):
+    from helpers.reward import score_pairs
+
+    trainer, fresh_loss, _ = reward_run
+    assert fresh_loss == pytest.approx(math.log(2), abs=1e-6)  # zero head: sigma(0 - 0) = 1/2
+    model = trainer.model.eval()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch).item()
+    table = score_pairs(model, tokenizer, PAIRS)
+    margin = torch.tensor(table.r_chosen.values - table.r_rejected.values)
+    assert loss == pytest.approx(-torch.nn.functional.logsigmoid(margin).mean().item(), rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.model
+def test_tiny_reward_training_learns_the_preference(reward_run, tokenizer):
+    from helpers.reward import score_pairs
+
+    trainer, fresh_loss, _ = reward_run
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert losses[-1] < fresh_loss - 0.1
+    assert pairwise_accuracy(score_pairs(trainer.model.eval(), tokenizer, PAIRS)) == 1.0
+
+
+@pytest.mark.model
+def test_roles_on_one_base_equal_each_role_loaded_alone(reward_run, model_config, tokenizer, tmp_path):
+    """SFT logits and rewards from the shared multi-adapter model equal those of each model loaded alone."""
+    from peft import PeftModel
+
+    from helpers.adapters import load_policy, load_roles, load_score_head, reward_scores
+    from helpers.reward import load_reward_base, save_reward_model, score_conversations
+    from helpers.sft import build_sft_trainer, save_adapter_atomically, sft_examples
+    from helpers.config import SFTStageConfig
+    from helpers.models import load_model
+
+    trainer, _, out = reward_run
+    conversations = [p["messages"] + [{"role": "assistant", "content": p["chosen"]}] for p in PAIRS]
+    expected_rewards = torch.tensor(score_conversations(trainer.model.eval(), tokenizer, conversations))
+    save_reward_model(trainer.model, out / "model", {"offset": 0.5, "scale": 2.0, "n": 8})
+    # an SFT adapter with non-zero weights (one step at a high learning rate)
+    demos = [{"id": "d", "messages": PAIRS[0]["messages"], "response": PAIRS[0]["chosen"]}] * 2
+    sft = build_sft_trainer(load_model(model_config), tokenizer, sft_examples(demos), sft_examples(demos),
+                            SFTStageConfig.from_profile("tiny", learning_rate=1e-2, save_steps=100),
+                            tmp_path / "ck", torch.float32)
+    sft.train()
+    save_adapter_atomically(sft.model, tmp_path / "sft")
+
+    shared, head, norm = load_roles(model_config, tmp_path / "sft", out / "model")
+    assert norm["offset"] == 0.5 and set(shared.peft_config) == {"sft", "reward"}
+    batch = tokenizer.pad({"input_ids": [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"]
+                                         for c in conversations]}, return_tensors="pt")
+    shared.set_adapter("sft")
+    with torch.no_grad():
+        sft_logits_before = shared(**batch).logits
+    rewards = reward_scores(shared, head, batch["input_ids"], batch["attention_mask"], tokenizer.pad_token_id)
+    assert shared.active_adapter == "sft"  # restored after scoring
+    with torch.no_grad():
+        sft_logits_after = shared(**batch).logits
+    torch.testing.assert_close(rewards, expected_rewards.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sft_logits_before, sft_logits_after)
+    normalised = reward_scores(shared, head, batch["input_ids"], batch["attention_mask"], tokenizer.pad_token_id, norm)
+    torch.testing.assert_close(normalised, (rewards - 0.5) / 2.0)
+
+    alone_sft = load_policy(model_config, tmp_path / "sft")
+    with torch.no_grad():
+        torch.testing.assert_close(alone_sft(**batch).logits, sft_logits_before, atol=1e-4, rtol=1e-4)
+        with shared.disable_adapter():
+            base_logits = shared(**batch).logits
+    assert not torch.allclose(base_logits, sft_logits_before, atol=1e-3)  # the SFT adapter really does something
+
+    alone_reward = PeftModel.from_pretrained(load_reward_base(model_config, tokenizer), str(out / "model" / "adapter"))
+    alone_reward.get_base_model().score.weight.data.copy_(load_score_head(out / "model").weight)
+    torch.testing.assert_close(torch.tensor(score_conversations(alone_reward.eval(), tokenizer, conversations)),
+                               expected_rewards, atol=1e-4, rtol=1e-4)
