@@ -247,8 +247,8 @@ def test_build_rows_for_the_tiny_generated_profile():
     rows, skipped = build_rows(config)
     assert skipped == {}
     assert {s: sum(r["split"] == s for r in rows) for s in SPLITS} == {"sft": 8, "rm": 16, "ppo": 8, "eval": 8}
-    assert len({r["id"] for r in rows}) == 32
-    assert len({prompt_text(r) for r in rows}) == 32
+    assert len({r["id"] for r in rows}) == 40
+    assert len({prompt_text(r) for r in rows}) == 40
     for i, row in enumerate(rows):
         validate_row(row, f"row {i}")
         assert row["source"] == "generated"
