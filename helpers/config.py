@@ -168,7 +168,7 @@ class SFTStageConfig(StageConfig):
     lora_r: int = _field(16, "LoRA rank r: the adapter adds B·A with A (r x d_in) and B (d_out x r)")
     lora_alpha: int = _field(32, "LoRA scale numerator: the update is (alpha / r) · B·A")
     lora_dropout: float = _field(0.05, "dropout on the adapter's input")
-    target_modules: str = _field("all-linear", "which linear layers get adapters ('all-linear' or comma-separated names)")
+    target_modules: str = _field("all-linear", "linear layers with adapters: 'all-linear', comma-separated names, or a regex")
     learning_rate: float = _field(1e-3, "AdamW learning rate (high: few demonstrations, few steps)")
     epochs: int = _field(4, "passes over the demonstrations")
     batch_size: int = _field(8, "demonstrations per optimiser step (per device, before accumulation)")
@@ -196,9 +196,9 @@ class SFTStageConfig(StageConfig):
 
     @property
     def lora_targets(self) -> str | list[str]:
-        """``target_modules`` as peft expects it."""
-        if self.target_modules == "all-linear":
-            return "all-linear"
+        """``target_modules`` as peft expects it: 'all-linear', a regex (full match), or a list of names."""
+        if self.target_modules == "all-linear" or any(ch in self.target_modules for ch in "*()[]|\\"):
+            return self.target_modules
         return [name.strip() for name in self.target_modules.split(",") if name.strip()]
 
 
@@ -213,7 +213,7 @@ class RewardStageConfig(StageConfig):
     lora_r: int = _field(16, "LoRA rank of the reward adapter")
     lora_alpha: int = _field(32, "LoRA scale numerator of the reward adapter")
     lora_dropout: float = _field(0.05, "dropout on the adapter's input")
-    target_modules: str = _field("all-linear", "which linear layers get adapters ('all-linear' or comma-separated names)")
+    target_modules: str = _field("all-linear", "linear layers with adapters: 'all-linear', comma-separated names, or a regex")
     learning_rate: float = _field(5e-4, "AdamW learning rate for the adapter and the score head")
     epochs: int = _field(1, "passes over the training pairs")
     batch_size: int = _field(8, "pairs per optimiser step")

@@ -101,3 +101,41 @@ def test_notebook_01_reuses_a_finished_stage_and_refuses_other_settings(tiny_run
         papermill.execute_notebook(str(notebook), str(tmp_path / "other.ipynb"),
                                    parameters={**params, "N_CANDIDATES": 3}, kernel_name="python3",
                                    progress_bar=False, cwd=str(notebook.parent))
+
+
+HH_SAMPLE = REPO_ROOT.parent / "shared" / "datasets" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+
+
+def _run_01(tmp_path, **parameters):
+    import papermill
+
+    notebook = REPO_ROOT / "notebooks" / "01_instruction_data.ipynb"
+    output = tmp_path / "01.ipynb"
+    papermill.execute_notebook(str(notebook), str(output), kernel_name="python3", progress_bar=False,
+                               cwd=str(notebook.parent),
+                               parameters={"PROFILE": "tiny", "RUN_DIR": str(tmp_path / "run"), **parameters})
+    return output, read_json(tmp_path / "run" / "data" / "meta.json")
+
+
+@pytest.mark.notebook
+@pytest.mark.skipif(not HH_SAMPLE.exists(), reason=f"HH-RLHF sample not found at {HH_SAMPLE}")
+def test_notebook_01_builds_from_local_hh_rlhf_preferences(tmp_path):
+    output, meta = _run_01(tmp_path, SOURCE="hh-rlhf", DATASET=str(HH_SAMPLE))
+    assert meta["source"] == "hh-rlhf" and meta["counts"] == {"sft": 8, "rm": 16, "ppo": 8, "eval": 8}
+    assert meta["demonstrations"]["kept"] == 8  # the chosen replies of the SFT prompts
+    rm_rows = [json.loads(line) for line in (tmp_path / "run" / "data" / "rm.jsonl").read_text().splitlines()]
+    assert all(r["chosen"] != r["rejected"] and r["messages"][-1]["role"] == "user" for r in rm_rows)
+    text, _ = _outputs(output)
+    assert "real data carries no constraints" in text
+
+
+@pytest.mark.notebook
+def test_notebook_01_builds_from_a_local_instruction_file(tmp_path):
+    records = [{"instruction": f"Name a use of the number {i}.", "context": "" if i % 2 else f"Think of {i} apples.",
+                "response": f"The number {i} counts things."} for i in range(50)]
+    path = tmp_path / "dolly.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    _, meta = _run_01(tmp_path, SOURCE="instructions", DATASET=str(path))
+    assert meta["source"] == "instructions" and meta["demonstrations"]["kept"] == 8 and meta["skipped"] == {}
+    demos = [json.loads(line) for line in (tmp_path / "run" / "data" / "demonstrations.jsonl").read_text().splitlines()]
+    assert all(d["response"].startswith("The number") for d in demos)
