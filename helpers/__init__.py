@@ -10,6 +10,10 @@ Stage by stage (InstructGPT, Ouyang et al. 2022):
 * ``labeler``       -- the simulated labeler: a deterministic gold score
 * ``demonstrations``-- best-of-N demonstrations; pass-rate tables
 * ``external``      -- real data: HH-RLHF preferences, Dolly/Alpaca demonstrations
+* ``sft``           -- supervised fine-tuning with TRL's SFTTrainer (QLoRA, completion-only loss)
+* ``reward``        -- comparisons, the Bradley-Terry reward model (TRL's RewardTrainer), normalisation
+* ``adapters``      -- several LoRA adapters (roles) on one 4-bit base model; rewards under the reward adapter
+* ``plots``         -- plotly figures that update in place while training
 * ``dataset``       -- the row schema; saving and loading the splits with validation
 * ``files``, ``runs``, ``progress``, ``stats`` -- atomic files, stage folders, progress bars, bootstrap
 * ``runner``        -- executes the numbered notebooks headless, in order

@@ -27,6 +27,19 @@ def load_policy(model_cfg: ModelConfig, adapter_dir: str | Path, adapter_name: s
     return model
 
 
+def switch_adapter(model, name: str) -> None:
+    """Make ``name`` the active adapter without changing which parameters train.
+
+    peft's ``set_adapter`` also marks the new adapter trainable and freezes the others;
+    a role switch must not do that (the reference would start training, the value
+    adapter would stop), so the ``requires_grad`` flags are restored afterwards.
+    """
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.set_adapter(name)
+    for n, p in model.named_parameters():
+        p.requires_grad_(flags[n])
+
+
 def last_token_index(input_ids, pad_token_id: int):
     """Index of the last non-pad token of each row (left or right padding), as transformers' classifiers pool."""
     import torch
@@ -63,11 +76,13 @@ def load_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str | Pa
     reward_dir = Path(reward_dir)
     if not (reward_dir / "adapter" / "adapter_config.json").exists():
         raise FileNotFoundError(f"{reward_dir} holds no reward model: run notebook 03 first.")
+    from .models import resolve_compute_dtype, resolve_device
+
     model = load_policy(model_cfg, sft_dir, adapter_name="sft")
     model.load_adapter(str(reward_dir / "adapter"), adapter_name="reward", is_trainable=False)
-    model.set_adapter("sft")
+    switch_adapter(model, "sft")
     device = next(model.parameters()).device
-    compute_dtype = next(m for m in model.modules() if hasattr(m, "compute_dtype")).compute_dtype
+    compute_dtype = resolve_compute_dtype(model_cfg.compute_dtype, resolve_device(model_cfg.device))
     head = load_score_head(reward_dir, dtype=compute_dtype, device=device)
     return model, head, read_json(reward_dir / NORMALISATION_FILE)
 
@@ -76,19 +91,23 @@ def reward_scores(model, reward_head, input_ids, attention_mask, pad_token_id: i
     """r(x, y) at the last non-pad token under the ``reward`` adapter; normalised if ``normalisation`` is given.
 
     Shapes: input_ids and attention_mask (batch, seq) -> rewards (batch,). The active
-    adapter is restored afterwards, so callers switching roles never see it change.
+    adapter, the train/eval mode and every ``requires_grad`` flag are restored afterwards.
+    Score sequences rendered the way the reward model was trained: the whole conversation
+    through the chat template, i.e. ending with the template's end-of-turn suffix.
     """
     import torch
 
-    previous = model.active_adapter
-    model.set_adapter("reward")
+    previous, was_training = model.active_adapter, model.training
+    switch_adapter(model, "reward")
+    model.eval()  # no LoRA dropout in a reward
     try:
         with torch.no_grad():
             hidden = model.get_base_model().model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             last = last_token_index(input_ids, pad_token_id)  # (batch,)
             rewards = reward_head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last]).squeeze(-1)
     finally:
-        model.set_adapter(previous)
+        switch_adapter(model, previous)
+        model.train(was_training)
     rewards = rewards.float()
     if normalisation is not None:
         rewards = (rewards - normalisation["offset"]) / normalisation["scale"]

@@ -150,6 +150,7 @@ class DataConfig(StageConfig):
         self._require(self.min_constraints <= self.max_constraints <= 3, "max_constraints", "min_constraints..3")
         self._require(0.0 < self.eval_topic_fraction < 1.0, "eval_topic_fraction", "a number strictly between 0 and 1")
         self._require(0.0 <= self.demo_threshold <= 1.0, "demo_threshold", "a gold score in [0, 1]")
+        self._require(self.n_candidates <= self.batch_size, "n_candidates", f"at most batch_size ({self.batch_size})")
         self._require(self.temperature > 0.0, "temperature", "a number > 0")
         self._require(0.0 < self.top_p <= 1.0, "top_p", "a number in (0, 1]")
         if self.source != "generated":

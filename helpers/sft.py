@@ -71,10 +71,24 @@ def match_trainable_dtype(model, dtype: torch.dtype) -> int:
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder under ``folder``, for resuming; None if there is none."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete ``checkpoint-N`` under ``folder`` (one with ``trainer_state.json``, which the
+    trainer writes last), for resuming; None if there is none. Incomplete ones are moved aside."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    checkpoints = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for checkpoint in checkpoints:
+        if (checkpoint / "trainer_state.json").exists():
+            return str(checkpoint)
+        checkpoint.rename(checkpoint.with_name(f"incomplete-{checkpoint.name}"))
+    return None
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+def mean_train_loss(trainer) -> float:
+    """Mean of the logged training losses over the whole run (the log survives a resume)."""
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return sum(losses) / len(losses) if losses else float("nan")
 
 
 def save_adapter_atomically(model, target: Path) -> None:

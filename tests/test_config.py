@@ -204,3 +204,8 @@ def test_table_shows_overridden_values():
     assert table.loc["n_candidates", "value"] == "8"
     assert table.loc["profile", "value"] == "'tiny'"
     assert table.loc["dataset", "value"] == "None"
+
+
+def test_best_of_n_must_fit_in_a_generation_batch():
+    with pytest.raises(ConfigError, match=r"DataConfig\.n_candidates: 8 is invalid; expected at most batch_size \(4\)"):
+        DataConfig.from_profile("tiny", n_candidates=8, batch_size=4)

@@ -104,7 +104,7 @@ def test_tiny_reward_training_learns_the_preference(reward_run, tokenizer):
 @pytest.mark.model
 def test_roles_on_one_base_equal_each_role_loaded_alone(reward_run, model_config, tokenizer, tmp_path):
     """SFT logits and rewards from the shared multi-adapter model equal those of each model loaded alone."""
-    from helpers.adapters import load_policy, load_roles, reward_scores
+    from helpers.adapters import load_policy, load_roles, reward_scores, switch_adapter
     from helpers.reward import save_reward_model, score_conversations
     from helpers.sft import build_sft_trainer, save_adapter_atomically, sft_examples
     from helpers.config import SFTStageConfig
@@ -127,11 +127,19 @@ def test_roles_on_one_base_equal_each_role_loaded_alone(reward_run, model_config
     assert norm["offset"] == 0.5 and set(shared.peft_config) == {"sft", "reward"}
     batch = tokenizer.pad({"input_ids": [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"]
                                          for c in conversations]}, return_tensors="pt")
-    shared.set_adapter("sft")
+    switch_adapter(shared, "sft")
     with torch.no_grad():
         sft_logits_before = shared(**batch).logits
+    assert not any(p.requires_grad for p in shared.parameters())  # every role loaded frozen
+    trainable = [p for n, p in shared.named_parameters() if ".sft." in n]
+    for p in trainable:  # as PPO will: one adapter trains while others are only switched to
+        p.requires_grad_(True)
+    shared.train()
     rewards = reward_scores(shared, head, batch["input_ids"], batch["attention_mask"], tokenizer.pad_token_id)
-    assert shared.active_adapter == "sft"  # restored after scoring
+    assert shared.active_adapter == "sft" and shared.training  # restored after scoring
+    assert all(p.requires_grad for p in trainable)
+    assert not any(p.requires_grad for n, p in shared.named_parameters() if ".sft." not in n)
+    shared.eval()
     with torch.no_grad():
         sft_logits_after = shared(**batch).logits
     torch.testing.assert_close(rewards, expected_rewards.float(), atol=1e-4, rtol=1e-4)
@@ -145,3 +153,19 @@ def test_roles_on_one_base_equal_each_role_loaded_alone(reward_run, model_config
         with shared.disable_adapter():
             base_logits = shared(**batch).logits
     assert not torch.allclose(base_logits, sft_logits_before, atol=1e-3)  # the SFT adapter really does something
+
+
+@pytest.mark.model
+def test_overlong_pairs_are_dropped_and_counted(tokenizer):
+    from helpers.reward import drop_overlong
+
+    long_pair = dict(PAIRS[0], id="long", chosen="word " * 400)
+    kept, dropped = drop_overlong(PAIRS + [long_pair], tokenizer, max_length=256)
+    assert kept == PAIRS and dropped == 1
+
+
+def test_human_data_without_pairs_is_refused():
+    from helpers.reward import comparisons_from_preferences
+
+    with pytest.raises(ValueError, match="needs comparisons"):
+        comparisons_from_preferences([{"id": "r1", "messages": [], "response": "x"}])

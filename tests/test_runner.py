@@ -56,4 +56,5 @@ def test_a_finished_run_is_not_silently_overwritten(tmp_path):
         run_workbook("tiny", run_dir, notebooks=notebooks)
     with pytest.raises(FileExistsError, match="profile 'tiny'"):
         run_workbook("cpu", run_dir, notebooks=notebooks, rerun=True)
-    assert run_workbook("tiny", run_dir, notebooks=notebooks, rerun=True)["status"] == "finished"
+    rerun = run_workbook("tiny", run_dir, notebooks=notebooks, rerun=True)
+    assert rerun["status"] == "finished" and rerun["earlier_runs"][0]["status"] == "finished"

@@ -87,3 +87,15 @@ def test_saved_adapter_reloads_to_the_same_outputs(trained, model_config, tokeni
     assert torch.allclose(expected, got, atol=1e-4)
     with pytest.raises(FileNotFoundError, match="run notebook 02"):
         load_policy(model_config, out / "missing")
+
+
+def test_last_checkpoint_skips_and_sets_aside_incomplete_ones(tmp_path):
+    from helpers.sft import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "none") is None
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert (tmp_path / "incomplete-checkpoint-6").is_dir() and not (tmp_path / "checkpoint-6").exists()
