@@ -162,14 +162,33 @@ class DataConfig(StageConfig):
 
 
 @dataclass(frozen=True)
-class SFTStageConfig(StageConfig):
-    """Notebook 02: supervised fine-tuning of a LoRA adapter on the demonstrations (QLoRA, TRL's SFTTrainer)."""
+class LoRAStageConfig(StageConfig):
+    """Fields shared by the stages that train a LoRA adapter on the 4-bit base (Hu et al., 2021)."""
 
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     lora_r: int = _field(16, "LoRA rank r: the adapter adds B·A with A (r x d_in) and B (d_out x r)")
     lora_alpha: int = _field(32, "LoRA scale numerator: the update is (alpha / r) · B·A")
     lora_dropout: float = _field(0.05, "dropout on the adapter's input")
     target_modules: str = _field("all-linear", "linear layers with adapters: 'all-linear', comma-separated names, or a regex")
+
+    def validate(self) -> None:
+        for name in ("lora_r", "lora_alpha"):
+            self._require(getattr(self, name) >= 1, name, "an integer >= 1")
+        self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "a number in [0, 1)")
+        self._require(bool(self.target_modules.strip()), "target_modules", "'all-linear', module names or a regex")
+
+    @property
+    def lora_targets(self) -> str | list[str]:
+        """``target_modules`` as peft expects it: 'all-linear', a regex (full match), or a list of names."""
+        if self.target_modules == "all-linear" or any(ch in self.target_modules for ch in "*()[]|\\"):
+            return self.target_modules
+        return [name.strip() for name in self.target_modules.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class SFTStageConfig(LoRAStageConfig):
+    """Notebook 02: supervised fine-tuning of a LoRA adapter on the demonstrations (QLoRA, TRL's SFTTrainer)."""
+
     learning_rate: float = _field(1e-3, "AdamW learning rate (high: few demonstrations, few steps)")
     epochs: int = _field(4, "passes over the demonstrations")
     batch_size: int = _field(8, "demonstrations per optimiser step (per device, before accumulation)")
@@ -187,34 +206,21 @@ class SFTStageConfig(StageConfig):
     }
 
     def validate(self) -> None:
-        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "max_length", "save_steps"):
+        super().validate()
+        for name in ("epochs", "batch_size", "grad_accum", "max_length", "save_steps"):
             self._require(getattr(self, name) >= 1, name, "an integer >= 1")
-        self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "a number in [0, 1)")
         self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
         self._require(0.0 < self.eval_fraction < 0.5, "eval_fraction", "a number in (0, 0.5)")
         self._require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "a number in [0, 1)")
-        self._require(bool(self.target_modules.strip()), "target_modules", "'all-linear' or module names")
-
-    @property
-    def lora_targets(self) -> str | list[str]:
-        """``target_modules`` as peft expects it: 'all-linear', a regex (full match), or a list of names."""
-        if self.target_modules == "all-linear" or any(ch in self.target_modules for ch in "*()[]|\\"):
-            return self.target_modules
-        return [name.strip() for name in self.target_modules.split(",") if name.strip()]
 
 
 @dataclass(frozen=True)
-class RewardStageConfig(StageConfig):
+class RewardStageConfig(LoRAStageConfig):
     """Notebook 03: comparisons sampled from the SFT model, then a reward model (QLoRA, TRL's RewardTrainer)."""
 
-    profile: str = _field("cpu", "profile these settings came from", PROFILES)
     k_samples: int = _field(4, "responses sampled from the SFT model per reward-model prompt (InstructGPT: 4 to 9)")
     heldout_fraction: float = _field(0.2, "share of prompts (with all their pairs) held out for evaluation")
     use_margin: bool = _field(False, "add the gold-score difference as a margin to the Bradley-Terry loss", (True, False))
-    lora_r: int = _field(16, "LoRA rank of the reward adapter")
-    lora_alpha: int = _field(32, "LoRA scale numerator of the reward adapter")
-    lora_dropout: float = _field(0.05, "dropout on the adapter's input")
-    target_modules: str = _field("all-linear", "linear layers with adapters: 'all-linear', comma-separated names, or a regex")
     learning_rate: float = _field(5e-4, "AdamW learning rate for the adapter and the score head")
     epochs: int = _field(1, "passes over the training pairs")
     batch_size: int = _field(8, "pairs per optimiser step")
@@ -229,11 +235,9 @@ class RewardStageConfig(StageConfig):
     }
 
     def validate(self) -> None:
-        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "max_length", "save_steps"):
+        super().validate()
+        for name in ("epochs", "batch_size", "max_length", "save_steps"):
             self._require(getattr(self, name) >= 1, name, "an integer >= 1")
         self._require(self.k_samples >= 2, "k_samples", "an integer >= 2 (a comparison needs two answers)")
         self._require(0.0 < self.heldout_fraction < 0.5, "heldout_fraction", "a number in (0, 0.5)")
-        self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "a number in [0, 1)")
         self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
-
-    lora_targets = SFTStageConfig.lora_targets
