@@ -241,3 +241,66 @@ class RewardStageConfig(LoRAStageConfig):
         self._require(self.k_samples >= 2, "k_samples", "an integer >= 2 (a comparison needs two answers)")
         self._require(0.0 < self.heldout_fraction < 0.5, "heldout_fraction", "a number in (0, 0.5)")
         self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
+
+
+@dataclass(frozen=True)
+class PPOStageConfig(StageConfig):
+    """Notebook 04: PPO against the reward model with a KL penalty to the SFT model (our own loop, helpers/ppo.py).
+
+    The policy and value adapters start as copies of the SFT and reward adapters, so their
+    LoRA shapes come from notebooks 02 and 03; this config holds the RL settings only.
+    """
+
+    profile: str = _field("cpu", "profile these settings came from", PROFILES)
+    seed: int = _field(0, "seed for prompt order, sampling and minibatch order (reset every iteration)")
+    iterations: int = _field(16, "PPO iterations: each samples batch_size episodes, then updates on them")
+    batch_size: int = _field(16, "episodes (prompt + sampled response) per iteration")
+    minibatch_size: int = _field(8, "episodes per gradient step; batch_size / minibatch_size steps per epoch")
+    ppo_epochs: int = _field(2, "passes over each iteration's episodes")
+    max_new_tokens: int = _field(48, "response token limit during PPO rollouts")
+    temperature: float = _field(1.0, "sampling temperature T; log-probabilities use logits / T, as sampled")
+    learning_rate: float = _field(3e-4, "AdamW learning rate of the policy and value adapters and the value head")
+    kl_coef: float = _field(0.05, "beta: per-token penalty -beta * (log pi - log pi_ref) (initial value if adaptive)")
+    adaptive_kl: bool = _field(False, "adapt beta towards target_kl (Ziegler et al., 2019)", (True, False))
+    target_kl: float = _field(6.0, "adaptive KL: target KL to the reference, in nats per response")
+    kl_horizon: int = _field(10000, "adaptive KL: horizon H in episodes; beta moves by at most 20 % x batch/H a step")
+    gamma: float = _field(1.0, "discount gamma of GAE (1: the score counts fully at every token)")
+    lam: float = _field(0.95, "lambda of GAE: bias-variance trade-off of the advantage estimate")
+    clip_range: float = _field(0.2, "epsilon: the policy ratio is clipped to [1 - eps, 1 + eps]")
+    clip_range_value: float = _field(0.2, "value predictions move at most this far from the old ones per iteration")
+    vf_coef: float = _field(0.1, "weight of the value loss in the total loss")
+    max_grad_norm: float = _field(1.0, "gradients are clipped to this global norm")
+    max_approx_kl: float = _field(0.1, "stop the iteration's update when approx KL(old || new) exceeds this (0: never)")
+    no_eos_score: float = _field(-1.0, "score given instead of the reward to a response that never emits EOS")
+    trainable_layers: int = _field(8, "train the policy and value LoRA weights of only the top N layers (0: all); "
+                                   "fewer layers, shorter backward pass")
+    ptx_coef: float = _field(0.0, "PPO-ptx: weight of the cross-entropy on SFT demonstrations (0: off)")
+    max_bad_minibatches: int = _field(3, "stop with an error after this many minibatches with a non-finite loss")
+    save_every: int = _field(1, "save a resumable checkpoint every this many iterations")
+    keep_checkpoints: int = _field(2, "how many of the newest checkpoints to keep")
+    snapshot_every: int = _field(4, "keep the policy adapter every this many iterations (for notebook 05's curves)")
+
+    PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"iterations": 2, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 16, "snapshot_every": 1,
+                 "trainable_layers": 4},
+        "gpu": {"iterations": 100, "trainable_layers": 0, "learning_rate": 1e-4, "batch_size": 64,
+                "minibatch_size": 16, "ppo_epochs": 4, "max_new_tokens": 128, "save_every": 5, "snapshot_every": 10},
+    }
+
+    def validate(self) -> None:
+        for name in ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "kl_horizon",
+                     "max_bad_minibatches", "save_every", "keep_checkpoints", "snapshot_every"):
+            self._require(getattr(self, name) >= 1, name, "an integer >= 1")
+        self._require(self.batch_size % self.minibatch_size == 0, "minibatch_size",
+                      f"a divisor of batch_size ({self.batch_size})")
+        for name in ("temperature", "learning_rate", "target_kl", "clip_range", "clip_range_value", "max_grad_norm"):
+            self._require(getattr(self, name) > 0, name, "a number > 0")
+        self._require(self.trainable_layers >= 0, "trainable_layers", "an integer >= 0 (0: all layers)")
+        for name in ("kl_coef", "vf_coef", "max_approx_kl", "ptx_coef"):
+            self._require(getattr(self, name) >= 0, name, "a number >= 0")
+        self._require(0.0 <= self.gamma <= 1.0, "gamma", "a number in [0, 1]")
+        self._require(0.0 <= self.lam <= 1.0, "lam", "a number in [0, 1]")
+
+    @property
+    def minibatches(self) -> int:
+        return self.batch_size // self.minibatch_size

@@ -64,3 +64,78 @@ class LossPlotCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.live is not None:
             self.live.refresh(force=True)
+
+
+#: The PPO dashboard: (panel title, metric keys of the PPO log drawn in it).
+PPO_PANELS = (
+    ("score: reward model vs gold", ("rm_score", "score", "gold")),
+    ("KL to the SFT model (nats)", ("kl",)),
+    ("beta (KL coefficient)", ("kl_coef",)),
+    ("entropy (nats / token)", ("entropy",)),
+    ("response length (tokens)", ("response_length",)),
+    ("EOS rate", ("eos_rate",)),
+    ("losses", ("policy_loss", "value_loss")),
+    ("clip fractions, approx KL", ("clipfrac", "value_clipfrac", "approx_kl")),
+    ("value: explained variance", ("explained_variance",)),
+)
+
+
+def ppo_dashboard(title: str = "PPO (live)") -> go.Figure:
+    """A 3 x 3 grid with one panel per group of PPO metrics; traces named after the log's keys."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=3, cols=3, subplot_titles=[panel for panel, _ in PPO_PANELS],
+                           horizontal_spacing=0.07, vertical_spacing=0.12)
+    for index, (_, keys) in enumerate(PPO_PANELS):
+        for key in keys:
+            figure.add_trace(go.Scatter(x=[], y=[], mode="lines+markers", name=key, legendgroup=key),
+                             row=index // 3 + 1, col=index % 3 + 1)
+    figure.update_layout(title=title, template="plotly_white", height=780, xaxis7_title="iteration",
+                         xaxis8_title="iteration", xaxis9_title="iteration")
+    return figure
+
+
+def add_ppo_metrics(figure: go.Figure, row: dict) -> None:
+    """Append one PPO log row to every trace of a ``ppo_dashboard`` figure (missing or None values skipped)."""
+    for trace in figure.data:
+        value = row.get(trace.name)
+        if value is not None:
+            append_point(figure, trace.name, row["iteration"], value)
+
+
+class PPOMonitor:
+    """What the user watches while PPO trains: the live dashboard, and a few current answers every N iterations.
+
+    Pass it as ``train_ppo(..., on_iteration=monitor)``; ``monitor.replay(metrics)`` draws a resumed run's history.
+    """
+
+    def __init__(self, table_every: int = 4, n_answers: int = 3, every_s: float = 5.0):
+        self.live = LiveFigure(ppo_dashboard(), every_s)
+        self.table_every, self.n_answers = table_every, n_answers
+
+    def replay(self, metrics: list[dict]) -> None:
+        for row in metrics:
+            add_ppo_metrics(self.live.figure, row)
+        self.live.refresh(force=True)
+
+    def __call__(self, row: dict, batch) -> None:
+        add_ppo_metrics(self.live.figure, row)
+        self.live.refresh()
+        if self.table_every and row["iteration"] % self.table_every == 0:
+            self.show_answers(row["iteration"], batch)
+
+    def show_answers(self, iteration: int, batch) -> None:
+        import pandas as pd
+        from IPython.display import display
+
+        table = pd.DataFrame({
+            "prompt": [r["messages"][-1]["content"] for r in batch.rows],
+            "answer": batch.texts,
+            "reward": batch.scores.tolist(),
+            **({"gold": batch.gold} if batch.gold else {}),
+        }).head(self.n_answers)
+        print(f"Iteration {iteration}: a few of this batch's answers")
+        display(table)
+
+    def close(self) -> None:
+        self.live.refresh(force=True)

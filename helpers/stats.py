@@ -29,3 +29,11 @@ def spearman(x, y) -> float:
     if ranks_x.nunique() < 2 or ranks_y.nunique() < 2:
         return float("nan")  # a constant has no ranking
     return float(ranks_x.corr(ranks_y))
+
+
+def win_rate(scores, baseline_scores) -> float:
+    """Share of paired items where ``scores`` beats ``baseline_scores``; a tie counts as half a win."""
+    pairs = list(zip(scores, baseline_scores, strict=True))
+    if not pairs:
+        raise ValueError("win_rate needs at least one pair of scores")
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs)

@@ -1,0 +1,215 @@
+"""The four roles of PPO on one 4-bit base model: policy, reference, value and reward.
+
+The base weights are loaded once. Four LoRA adapters sit on them (``helpers.adapters``):
+
+=========  ====================================  =========  ==========================
+role       adapter starts as                     trains?    head
+=========  ====================================  =========  ==========================
+policy     the SFT adapter (notebook 02)          yes        the LM head (shared)
+sft        the SFT adapter: the reference pi_ref  no         the LM head (shared)
+value      the reward adapter (notebook 03)       yes        its own Linear(hidden, 1)
+reward     the reward adapter                     no         the reward head
+=========  ====================================  =========  ==========================
+
+InstructGPT initialised the value function from the reward model; we do the same and fold
+the reward normalisation into the value head (weight / scale, bias -offset / scale), so at
+the start the value of a finished answer is its normalised reward.
+
+Every forward pass names its role, which switches the active adapter first. Only the
+active adapter takes part in a forward pass, so gradients reach only that role's
+weights. The model stays in eval mode throughout: LoRA dropout would make the policy
+differ from itself between sampling and update (the ratio would not start at 1).
+
+Positions. Prompts are left-padded, so position ids are counted from each row's first
+real token (``attention_mask.cumsum(-1) - 1``), as ``generate`` counts them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .adapters import load_roles, reward_scores, switch_adapter
+from .config import ModelConfig
+from .sft import match_trainable_dtype
+
+TRAINABLE_ROLES = ("policy", "value")
+
+
+@dataclass
+class PPORoles:
+    """One PeftModel with the adapters ``policy``, ``sft``, ``value`` and ``reward``, and the two scalar heads."""
+
+    model: object  # peft.PeftModel
+    value_head: torch.nn.Linear  # trainable, (hidden -> 1) with bias
+    reward_head: torch.nn.Linear  # frozen, (hidden -> 1)
+    normalisation: dict  # {"offset", "scale"} of the reward model
+    pad_token_id: int
+    first_trainable_layer: int = 0  # layers below it are frozen in every role (see role_hidden_states)
+
+    def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Policy and value LoRA weights and the value head, by name (the checkpoint's keys)."""
+        params = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        params.update({f"value_head.{name}": p for name, p in self.value_head.named_parameters()})
+        return params
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone().contiguous() for name, p in self.trainable_parameters().items()}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+        params = self.trainable_parameters()
+        missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"{where}: trainable weights do not match this model "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was it saved by another run?")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state[name].to(p.dtype))
+
+
+def _layer_index(name: str) -> int | None:
+    match = re.search(r"\.layers\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def _set_trainable_roles(model, trainable_layers: int = 0) -> int:
+    """LoRA weights of ``policy`` and ``value`` train (in the top ``trainable_layers`` layers; 0: all); the rest is frozen.
+
+    Gradients flow back only as far as the lowest trainable weight, so training the top
+    layers alone shortens the backward pass; the lower layers keep their SFT / reward weights.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    layers = [i for i in map(_layer_index, names) if i is not None]
+    lowest = max(layers) + 1 - trainable_layers if trainable_layers and layers else 0
+    for name, param in model.named_parameters():
+        layer = _layer_index(name)
+        in_range = layer is None or layer >= lowest
+        param.requires_grad_("lora_" in name and any(f".{role}." in name for role in TRAINABLE_ROLES) and in_range)
+    return lowest
+
+
+def load_ppo_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str | Path, pad_token_id: int,
+                   trainable_layers: int = 0) -> PPORoles:
+    """The 4-bit base loaded once, carrying all four roles (see the module docstring)."""
+    from .models import resolve_compute_dtype, resolve_device
+
+    model, reward_head, norm = load_roles(model_cfg, sft_dir, reward_dir)  # adapters "sft" and "reward"
+    model.load_adapter(str(sft_dir), adapter_name="policy", is_trainable=True)
+    model.load_adapter(str(Path(reward_dir) / "adapter"), adapter_name="value", is_trainable=True)
+    first_trainable_layer = _set_trainable_roles(model, trainable_layers)
+    compute_dtype = resolve_compute_dtype(model_cfg.compute_dtype, resolve_device(model_cfg.device))
+    match_trainable_dtype(model, compute_dtype)
+    value_head = torch.nn.Linear(reward_head.in_features, 1, bias=True).to(reward_head.weight.device)
+    with torch.no_grad():  # v(s) = (r(s) - offset) / scale at the start
+        value_head.weight.copy_(reward_head.weight / norm["scale"])
+        value_head.bias.fill_(-norm["offset"] / norm["scale"])
+    value_head.to(dtype=compute_dtype)
+    switch_adapter(model, "policy")
+    model.eval()
+    return PPORoles(model, value_head, reward_head, norm, pad_token_id, first_trainable_layer)
+
+
+def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token (left padding), as ``generate`` does."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (batch, seq)
+
+
+def _decoder(roles: PPORoles):
+    """The transformer stack under the LM head (embeddings, ``layers``, final norm)."""
+    return roles.model.get_base_model().model
+
+
+def role_hidden_states(roles: PPORoles, role: str, input_ids, attention_mask, trunk=None, keep_trunk: bool = False):
+    """Final hidden states under ``role`` -> ``(hidden (batch, S, H), trunk (batch, S, H) or None)``.
+
+    The *trunk* is the input of the first trainable layer. Below it every layer is frozen,
+    and the policy's lower layers are copies of the SFT model's (the value's, of the reward
+    model's), so the trunk computed once per iteration serves the policy and the reference
+    alike, and every PPO update step runs only the top layers from it. ``keep_trunk``
+    captures it during a full forward pass; passing ``trunk`` runs the top layers alone.
+    """
+    switch_adapter(roles.model, role)
+    decoder = _decoder(roles)
+    positions = position_ids_for(attention_mask)
+    split = roles.first_trainable_layer
+    if trunk is not None and split > 0:
+        all_layers = decoder.layers
+        decoder.layers = torch.nn.ModuleList(list(all_layers)[split:])
+        try:
+            out = decoder(inputs_embeds=trunk, attention_mask=attention_mask, position_ids=positions, use_cache=False)
+        finally:
+            decoder.layers = all_layers
+        return out.last_hidden_state, trunk
+    captured, handle = {}, None
+    if keep_trunk and split > 0:
+        def capture(module, args, kwargs):
+            captured["trunk"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+        handle = decoder.layers[split].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return out.last_hidden_state, captured.get("trunk")
+
+
+def response_logits(roles: PPORoles, role: str, input_ids, attention_mask, response_length: int, trunk=None,
+                    keep_trunk: bool = False):
+    """Logits predicting each response token under ``role`` ('policy' or 'sft') -> ``(logits, trunk)``.
+
+    ``input_ids`` is prompt (left-padded) + response; the logits at position i predict token
+    i + 1, so the response's R tokens are predicted by positions P-1 .. P+R-2.
+    Shapes: (batch, P + R) -> logits (batch, R, vocab).
+    """
+    hidden, trunk = role_hidden_states(roles, role, input_ids, attention_mask, trunk, keep_trunk)
+    logits = roles.model.get_base_model().lm_head(hidden[:, -response_length - 1 : -1])
+    return logits.float(), trunk
+
+
+def response_values(roles: PPORoles, input_ids, attention_mask, response_length: int, trunk=None,
+                    keep_trunk: bool = False):
+    """V(s_t) under the ``value`` role for each response step t, from the state before token t -> ``(values, trunk)``.
+
+    Shapes: (batch, P + R) -> values (batch, R).
+    """
+    hidden, trunk = role_hidden_states(roles, "value", input_ids, attention_mask, trunk, keep_trunk)
+    states = hidden[:, -response_length - 1 : -1]  # (batch, R, hidden)
+    return roles.value_head(states).squeeze(-1).float(), trunk
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log pi(token) from logits divided by the sampling temperature: (batch, R, vocab), (batch, R) -> (batch, R)."""
+    logprobs = torch.log_softmax(logits / temperature, dim=-1)
+    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """H(pi(. | s_t)) per position: (batch, R, vocab) -> (batch, R)."""
+    logprobs = torch.log_softmax(logits / temperature, dim=-1)
+    return -(logprobs.exp() * logprobs).sum(-1)
+
+
+def reward_model_scores(roles: PPORoles, tokenizer, rows: list[dict], texts: list[str], batch_size: int = 16):
+    """Normalised r(x, y) of each answer, rendered exactly as in reward-model training (chat template). -> (batch,)"""
+    conversations = [row["messages"] + [{"role": "assistant", "content": text}] for row, text in zip(rows, texts)]
+    device = next(roles.model.parameters()).device
+    scores = []
+    for start in range(0, len(conversations), batch_size):
+        rendered = tokenizer.apply_chat_template(conversations[start : start + batch_size], tokenize=False)
+        encoded = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        scores.append(reward_scores(roles.model, roles.reward_head, encoded["input_ids"], encoded["attention_mask"],
+                                    roles.pad_token_id, roles.normalisation))
+    return torch.cat(scores).cpu()
+
+
+def save_trainable(roles: PPORoles, path: Path) -> None:
+    save_file(roles.trainable_state(), str(path))
+
+
+def load_trainable(roles: PPORoles, path: Path) -> None:
+    roles.load_trainable_state(load_file(str(path)), where=str(path))

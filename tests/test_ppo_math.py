@@ -1,0 +1,167 @@
+"""PPO's pure functions on literal tensors: GAE, whitening, the KL penalty, the clipped losses, the KL controller."""
+
+import math
+
+import pytest
+import torch
+
+from helpers.config import ConfigError, PPOStageConfig
+from helpers.ppo import (
+    AdaptiveKLController,
+    FixedKLController,
+    compute_gae,
+    explained_variance,
+    kl_penalty,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    prompts_for_iteration,
+    shape_rewards,
+    value_loss,
+)
+
+
+def gae_loop(rewards, values, length, gamma, lam):
+    """GAE for one response of ``length`` tokens, written as plainly as possible."""
+    advantages = [0.0] * length
+    running = 0.0
+    for t in reversed(range(length)):
+        next_value = values[t + 1] if t + 1 < length else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        advantages[t] = running
+    return advantages, [a + v for a, v in zip(advantages, values)]
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.5), (1.0, 1.0), (0.99, 0.0)])
+def test_compute_gae_matches_a_plain_loop(gamma, lam):
+    torch.manual_seed(0)
+    rewards, values = torch.randn(3, 5), torch.randn(3, 5)
+    lengths = [5, 3, 1]
+    mask = torch.tensor([[1.0] * n + [0.0] * (5 - n) for n in lengths])
+    advantages, returns = compute_gae(rewards, values, mask, gamma, lam)
+    for row, n in enumerate(lengths):
+        expected_adv, expected_ret = gae_loop(rewards[row].tolist(), values[row].tolist(), n, gamma, lam)
+        assert advantages[row, :n].tolist() == pytest.approx(expected_adv, abs=1e-5)
+        assert returns[row, :n].tolist() == pytest.approx(expected_ret, abs=1e-5)
+        assert advantages[row, n:].abs().sum() == 0 and returns[row, n:].abs().sum() == 0
+
+
+def test_gae_hand_computed_case():
+    # One response of two tokens, score 1 on the last one, V = (0.5, 0.25), gamma = 1, lam = 0.5:
+    # delta_1 = 1 - 0.25 = 0.75; delta_0 = 0 + 0.25 - 0.5 = -0.25; A_0 = -0.25 + 0.5 * 0.75 = 0.125.
+    advantages, returns = compute_gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.25]]),
+                                      torch.ones(1, 2), gamma=1.0, lam=0.5)
+    assert advantages.tolist() == [[pytest.approx(0.125), pytest.approx(0.75)]]
+    assert returns.tolist() == [[pytest.approx(0.625), pytest.approx(1.0)]]
+
+
+def test_masked_whiten_ignores_masked_positions():
+    values = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 5.0, -50.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    whitened = masked_whiten(values, mask)
+    kept = whitened[mask.bool()]
+    assert kept.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert kept.pow(2).mean().item() == pytest.approx(1.0, abs=1e-4)  # population variance 1
+    assert whitened[~mask.bool()].abs().sum() == 0
+    expected = (torch.tensor([1.0, 2, 3, 4, 5]) - 3.0) / math.sqrt(2.0)
+    assert kept.tolist() == pytest.approx(expected.tolist(), abs=1e-4)
+    shifted = masked_whiten(values, mask, shift_mean=False)[mask.bool()]
+    assert shifted.mean().item() == pytest.approx(3.0, abs=1e-5)
+
+
+def test_kl_penalty_and_reward_shaping():
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -3.0]])
+    ref_logprobs = torch.tensor([[-1.5, -2.0, -1.0], [-0.5, -1.0, -9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    kl = kl_penalty(logprobs, ref_logprobs, mask)
+    assert kl.tolist() == [[0.5, 0.0, 0.5], [-0.5, 0.0, 0.0]]
+    rewards, kl2 = shape_rewards(torch.tensor([2.0, -1.0]), logprobs, ref_logprobs, mask, kl_coef=0.1)
+    assert torch.equal(kl, kl2)
+    # -beta * KL on every token; the score lands on each response's last token (index 2 and 1).
+    assert rewards.tolist() == [[pytest.approx(-0.05), 0.0, pytest.approx(-0.05 + 2.0)],
+                                [pytest.approx(0.05), pytest.approx(-1.0), 0.0]]
+
+
+def test_policy_loss_hand_computed():
+    # Token 1: ratio e^0.5 = 1.65 > 1.2 with A = 1 -> clipped: loss -1.2.
+    # Token 2: ratio e^-0.5 = 0.61 < 0.8 with A = 1 -> unclipped -0.61 is larger than clipped -0.8: loss -0.607.
+    # Token 3: ratio 1, A = -2 -> loss 2. Token 4 is masked out.
+    old = torch.zeros(1, 4)
+    new = torch.tensor([[0.5, -0.5, 0.0, 3.0]])
+    advantages = torch.tensor([[1.0, 1.0, -2.0, 5.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    loss, stats = policy_loss(new, old, advantages, mask, clip_range=0.2)
+    expected = (-1.2 - math.exp(-0.5) + 2.0) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    assert stats["clipfrac"] == pytest.approx(1 / 3)
+    approx_kl = ((math.exp(0.5) - 1 - 0.5) + (math.exp(-0.5) - 1 + 0.5) + 0.0) / 3
+    assert stats["approx_kl"] == pytest.approx(approx_kl, abs=1e-6)
+
+
+def test_policy_loss_at_ratio_one_is_minus_mean_advantage_and_its_gradient_is_the_policy_gradient():
+    logprobs = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    advantages = torch.tensor([[2.0, -1.0]])
+    loss, stats = policy_loss(logprobs, logprobs.detach(), advantages, torch.ones(1, 2), clip_range=0.2)
+    assert loss.item() == pytest.approx(-0.5)
+    loss.backward()
+    assert logprobs.grad.tolist() == [[pytest.approx(-1.0), pytest.approx(0.5)]]  # -A / n
+    assert stats["clipfrac"] == 0 and stats["approx_kl"] == 0
+
+
+def test_value_loss_hand_computed():
+    old_values = torch.tensor([[0.0, 0.0, 1.0]])
+    values = torch.tensor([[1.0, 0.1, 9.0]])
+    returns = torch.tensor([[2.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    loss, stats = value_loss(values, old_values, returns, mask, clip_range_value=0.2)
+    # Token 1: unclipped (1 - 2)^2 = 1, clipped (0.2 - 2)^2 = 3.24 -> 3.24. Token 2: 0.01 both ways.
+    assert loss.item() == pytest.approx(0.5 * (3.24 + 0.01) / 2)
+    assert stats["value_clipfrac"] == pytest.approx(0.5)
+
+
+def test_explained_variance():
+    returns = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    mask = torch.ones(1, 4)
+    assert explained_variance(returns, returns, mask) == pytest.approx(1.0)
+    assert explained_variance(torch.full_like(returns, 2.5), returns, mask) == pytest.approx(0.0)
+
+
+def test_masked_mean():
+    assert masked_mean(torch.tensor([1.0, 5.0, 100.0]), torch.tensor([1.0, 1.0, 0.0])).item() == 3.0
+
+
+def test_adaptive_kl_controller_update_rule():
+    controller = AdaptiveKLController(0.1, target=6.0, horizon=100)
+    controller.update(current_kl=9.0, n_steps=10)  # error clip(9/6 - 1, .2) = 0.2 -> x (1 + 0.2 * 10/100)
+    assert controller.value == pytest.approx(0.1 * 1.02)
+    controller.update(current_kl=5.4, n_steps=10)  # error -0.1 -> x 0.99
+    assert controller.value == pytest.approx(0.1 * 1.02 * 0.99)
+    controller.update(current_kl=0.0, n_steps=50)  # error clipped at -0.2 -> x 0.9
+    assert controller.value == pytest.approx(0.1 * 1.02 * 0.99 * 0.9)
+    restored = AdaptiveKLController(0.5, target=6.0, horizon=100)
+    restored.load_state_dict(controller.state_dict())
+    assert restored.value == controller.value
+    fixed = FixedKLController(0.05)
+    fixed.update(100.0, 64)
+    assert fixed.value == 0.05
+
+
+def test_prompts_for_iteration_walks_passes_in_seeded_orders():
+    rows = [{"id": i} for i in range(10)]
+    first_pass = [r["id"] for it in range(2) for r in prompts_for_iteration(rows, it, 5, seed=0)]
+    assert sorted(first_pass) == list(range(10))
+    second_pass = [r["id"] for it in range(2, 4) for r in prompts_for_iteration(rows, it, 5, seed=0)]
+    assert sorted(second_pass) == list(range(10)) and second_pass != first_pass
+    assert prompts_for_iteration(rows, 3, 5, seed=0) == prompts_for_iteration(rows, 3, 5, seed=0)
+    assert len(prompts_for_iteration(rows[:3], 0, 5, seed=0)) == 5  # fewer prompts than a batch: repeated
+
+
+def test_ppo_config_checks_its_fields():
+    assert PPOStageConfig.from_profile("cpu").minibatches == 2
+    with pytest.raises(ConfigError, match="minibatch_size"):
+        PPOStageConfig.from_profile("cpu", batch_size=16, minibatch_size=5)
+    with pytest.raises(ConfigError, match="kl_coef"):
+        PPOStageConfig.from_profile("tiny", kl_coef=-0.1)
+    with pytest.raises(ConfigError, match="lam"):
+        PPOStageConfig.from_profile("tiny", lam=1.5)
