@@ -48,7 +48,7 @@ import torch
 from .adapters import switch_adapter
 from .config import PPOStageConfig
 from .generation import render_prompts
-from .ppo_roles import PPORoles, entropy_from_logits, response_logits, response_values, token_logprobs
+from .ppo_roles import PPORoles, response_logits, response_values, token_logprobs, token_logprobs_and_entropy
 
 
 class PPODiverged(RuntimeError):
@@ -271,8 +271,9 @@ def score(roles: PPORoles, batch: Batch, cfg: PPOStageConfig, reward_fn: RewardF
         part = slice(start, start + cfg.minibatch_size)
         ids, mask, tokens = batch.input_ids[part], batch.attention_mask[part], batch.response_ids[part]
         logits, trunk = response_logits(roles, "policy", ids, mask, R, keep_trunk=True)  # (mb, R, vocab)
-        logprobs.append(token_logprobs(logits, tokens, cfg.temperature))
-        entropy.append(entropy_from_logits(logits, cfg.temperature))
+        token_logprob, token_entropy = token_logprobs_and_entropy(logits, tokens, cfg.temperature)
+        logprobs.append(token_logprob)
+        entropy.append(token_entropy)
         del logits
         ref_logits, _ = response_logits(roles, "sft", ids, mask, R, trunk=trunk)  # same frozen lower layers
         ref_logprobs.append(token_logprobs(ref_logits, tokens, cfg.temperature))

@@ -188,10 +188,11 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def entropy_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """H(pi(. | s_t)) per position: (batch, R, vocab) -> (batch, R)."""
-    logprobs = torch.log_softmax(logits / temperature, dim=-1)
-    return -(logprobs.exp() * logprobs).sum(-1)
+def token_logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float):
+    """``token_logprobs`` and the entropy H(pi(. | s_t)) per position from one log-softmax -> two (batch, R) tensors."""
+    logprobs = torch.log_softmax(logits / temperature, dim=-1)  # (batch, R, vocab)
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy
 
 
 def reward_model_scores(roles: PPORoles, tokenizer, rows: list[dict], texts: list[str], batch_size: int = 16):
