@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m helpers.models provision
+	@# Debian's Chromium: kaleido draws the plots' static PNGs with it; the browser test opens the notebooks in it.
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium) >/dev/null || \
+	  echo "setup: no Chromium (apt-get install chromium failed): plots get no static PNG; the browser test is skipped"
 	touch $(STAMP)
 
 model: setup

@@ -8,6 +8,7 @@ for the policy, the reference (SFT), the value model and the reward model.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .config import ModelConfig
@@ -38,6 +39,28 @@ def switch_adapter(model, name: str) -> None:
     model.set_adapter(name)
     for n, p in model.named_parameters():
         p.requires_grad_(flags[n])
+
+
+def layer_index(parameter_name: str) -> int | None:
+    """The decoder layer a parameter belongs to (``...layers.12.self_attn...`` -> 12), None outside the layers."""
+    match = re.search(r"\.layers\.(\d+)\.", parameter_name)
+    return int(match.group(1)) if match else None
+
+
+def train_top_layers(model, adapters: tuple[str, ...], trainable_layers: int = 0) -> int:
+    """Only the LoRA weights of ``adapters`` in the top ``trainable_layers`` layers train (0: all layers).
+
+    Everything else is frozen. Gradients then flow back only as far as the lowest
+    trainable weight, so training the top layers alone shortens the backward pass; the
+    lower layers keep the weights they were loaded with. Returns the lowest trainable layer.
+    """
+    layers = [i for i in (layer_index(name) for name, _ in model.named_parameters()) if i is not None]
+    lowest = max(layers) + 1 - trainable_layers if trainable_layers and layers else 0
+    for name, param in model.named_parameters():
+        layer = layer_index(name)
+        in_range = layer is None or layer >= lowest
+        param.requires_grad_("lora_" in name and any(f".{a}." in name for a in adapters) and in_range)
+    return lowest
 
 
 def last_token_index(input_ids, pad_token_id: int):

@@ -244,6 +244,42 @@ class RewardStageConfig(LoRAStageConfig):
 
 
 @dataclass(frozen=True)
+class DPOStageConfig(StageConfig):
+    """Notebook 05: Direct Preference Optimisation on the reward model's comparisons (TRL's DPOTrainer, QLoRA).
+
+    The policy starts from the SFT adapter and the reference is a frozen copy of it, as in
+    PPO, so the two ways of using preferences start from the same place. Its LoRA shape
+    is the SFT adapter's; this config holds the DPO settings only.
+    """
+
+    profile: str = _field("cpu", "profile these settings came from", PROFILES)
+    beta: float = _field(0.1, "beta: strength of the implicit KL leash to the SFT model (Rafailov et al., 2023)")
+    learning_rate: float = _field(3e-4, "AdamW learning rate of the policy adapter")
+    epochs: int = _field(1, "passes over the training comparisons")
+    batch_size: int = _field(8, "comparisons per optimiser step")
+    max_length: int = _field(384, "token limit of prompt + answer; longer ones are truncated")
+    max_pairs: int = _field(160, "train on at most this many comparisons (0: all); each costs about as much as "
+                                 "a reward-model pair plus a reference pass")
+    trainable_layers: int = _field(8, "train the LoRA weights of only the top N layers (0: all), as PPO does")
+    save_steps: int = _field(10, "save a resumable checkpoint every this many steps")
+    seed: int = _field(0, "seed for data order and the comparison subset")
+
+    PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"batch_size": 4, "max_length": 256, "save_steps": 2, "trainable_layers": 4},
+        "gpu": {"max_pairs": 0, "learning_rate": 5e-5, "epochs": 2, "batch_size": 16, "max_length": 768, "trainable_layers": 0,
+                "save_steps": 50},
+    }
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "max_length", "save_steps"):
+            self._require(getattr(self, name) >= 1, name, "an integer >= 1")
+        for name in ("max_pairs", "trainable_layers"):
+            self._require(getattr(self, name) >= 0, name, "an integer >= 0 (0: all)")
+        self._require(self.beta > 0, "beta", "a number > 0")
+        self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
+
+
+@dataclass(frozen=True)
 class PPOStageConfig(StageConfig):
     """Notebook 04: PPO against the reward model with a KL penalty to the SFT model (our own loop, helpers/ppo.py).
 
@@ -304,3 +340,28 @@ class PPOStageConfig(StageConfig):
     @property
     def minibatches(self) -> int:
         return self.batch_size // self.minibatch_size
+
+
+@dataclass(frozen=True)
+class EvalStageConfig(StageConfig):
+    """Notebook 06: every contender on the held-out evaluation prompts, and the over-optimisation curve."""
+
+    profile: str = _field("cpu", "profile these settings came from", PROFILES)
+    best_of: tuple = _field((4, 16), "the n of the best-of-n contenders: n SFT answers, the reward model picks one")
+    subset_prompts: int = _field(32, "evaluation prompts for best-of-n and the PPO checkpoint curve (0: all); "
+                                     "these sample many answers, so fewer prompts keep them affordable")
+    score_batch_size: int = _field(16, "answers per forward pass when scoring log-probabilities and rewards")
+    seed: int = _field(0, "seed for the sampling of every contender's answers")
+
+    PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"best_of": (2, 4), "subset_prompts": 4, "score_batch_size": 8},
+        "gpu": {"subset_prompts": 0, "score_batch_size": 32},
+    }
+
+    def validate(self) -> None:
+        best_of = list(self.best_of)
+        self._require(bool(best_of) and all(isinstance(n, int) and n >= 2 for n in best_of), "best_of",
+                      "a list of integers >= 2")
+        self._require(best_of == sorted(set(best_of)), "best_of", "increasing, without repeats")
+        self._require(self.subset_prompts >= 0, "subset_prompts", "an integer >= 0 (0: all)")
+        self._require(self.score_batch_size >= 1, "score_batch_size", "an integer >= 1")

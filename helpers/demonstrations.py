@@ -28,11 +28,12 @@ from .progress import progress_bar
 
 def sample_and_judge(model, tokenizer, rows: list[dict], *, n_samples: int, log_path: str | Path,
                      max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32,
-                     seed: int = 0, desc: str = "sampling") -> list[dict]:
+                     seed: int = 0, desc: str = "sampling", judged: bool = True) -> list[dict]:
     """Sample ``n_samples`` responses per row, judge each, and return one record per row (in row order).
 
     A record is ``{"id": row id, "samples": [{"text", "n_tokens", "truncated", "score",
-    "constraints": {kind: bool}, "gates": {gate: bool}}, ...]}``.
+    "constraints": {kind: bool}, "gates": {gate: bool}}, ...]}``. With ``judged=False``
+    (real data: no simulated labeler) a sample holds only text, n_tokens and truncated.
     """
     log_path = Path(log_path)
     done = {r["id"]: r for r in read_jsonl(log_path, tolerate_partial_tail=True)} if log_path.exists() else {}
@@ -53,12 +54,14 @@ def sample_and_judge(model, tokenizer, rows: list[dict], *, n_samples: int, log_
         for j, row in enumerate(chunk):
             if row["id"] in done:
                 continue
-            judged = []
+            judgements = []
             for s in samples[j * n_samples : (j + 1) * n_samples]:
-                verdict = judge(row, s.text, truncated=s.truncated)
-                judged.append({"text": s.text, "n_tokens": s.n_tokens, "truncated": s.truncated,
-                               "score": verdict.score, "constraints": verdict.constraints, "gates": verdict.gates})
-            records.append({"id": row["id"], "samples": judged})
+                sample = {"text": s.text, "n_tokens": s.n_tokens, "truncated": s.truncated}
+                if judged:
+                    verdict = judge(row, s.text, truncated=s.truncated)
+                    sample.update(score=verdict.score, constraints=verdict.constraints, gates=verdict.gates)
+                judgements.append(sample)
+            records.append({"id": row["id"], "samples": judgements})
         append_jsonl(log_path, records)
         done.update({r["id"]: r for r in records})
         bar.update(len(todo) * n_samples)

@@ -195,6 +195,35 @@ def quantization_config(config: ModelConfig, device: str):
     )
 
 
+def device_map(device: str) -> dict:
+    """``from_pretrained``'s placement: the whole model on ``device``; on CUDA under several processes
+    (``accelerate launch``, DDP), on this process's own GPU, so that each process holds one full 4-bit copy."""
+    if device == "cuda":
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.num_processes > 1:
+            return {"": state.local_process_index}
+    return {"": device}
+
+
+def one_4bit_kernel(model) -> int:
+    """Keep every 4-bit layer on bitsandbytes' dequantise-then-multiply path; returns how many layers it set.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a ``Linear4bit`` layer's weights the first
+    time it runs in eval mode without gradients, and from then on multiplies them at bfloat16
+    precision, while forwards with gradients keep the float32 path. The same weights then give two
+    answers (logits apart by up to ~1 on the tiny model): PPO would score its rollouts with one kernel
+    and update with the other (the ratio would not start at 1), a reloaded adapter would not reproduce
+    the trained one, and results would depend on the CPU model. Switching the repacking off makes
+    every forward pass, and every machine, compute alike.
+    """
+    layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
 def load_model(config: ModelConfig):
     """The base causal LM, 4-bit NF4 when ``config.load_in_4bit``, on the configured device."""
     from transformers import AutoModelForCausalLM
@@ -203,13 +232,14 @@ def load_model(config: ModelConfig):
     path = resolve_model_path(config.base_model)
     quiet_library_bars()
     dtype = resolve_compute_dtype(config.compute_dtype, device)
-    kwargs = {"dtype": dtype, "device_map": {"": device}, "trust_remote_code": config.trust_remote_code}
+    kwargs = {"dtype": dtype, "device_map": device_map(device), "trust_remote_code": config.trust_remote_code}
     if config.load_in_4bit:
         kwargs["quantization_config"] = quantization_config(config, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise _load_error(config.base_model, err) from err
+    one_4bit_kernel(model)
     model.eval()
     return model
 

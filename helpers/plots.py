@@ -4,7 +4,9 @@ A plotly figure is displayed once with a display id, then re-sent with
 ``handle.update`` as new points arrive (``display(fig)`` followed by ``update(fig)``
 would append a new output each time instead). Updates are throttled so a fast loop
 does not flood the notebook; the final state is always sent. Headless runs
-(papermill) keep the last update in the saved notebook.
+(papermill) keep the last update in the saved notebook. When the renderer asks for
+a static image too (the runner sets ``PLOTLY_RENDERER=plotly_mimetype+png``), only
+the final, forced update carries it: a PNG takes a second or more on a CPU.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ from __future__ import annotations
 import time
 
 import plotly.graph_objects as go
+import plotly.io as pio
 from transformers import TrainerCallback
 
 
 class LiveFigure:
-    """A plotly figure shown once and redrawn in place at most every ``every_s`` seconds."""
+    """A plotly figure shown once and redrawn in place at most every ``every_s`` seconds.
+
+    Intermediate redraws send only the interactive figure; ``refresh(force=True)``, the final one,
+    sends everything the renderer asks for (a PNG for static viewers under ``plotly_mimetype+png``).
+    """
 
     def __init__(self, figure: go.Figure, every_s: float = 5.0):
         from IPython.display import display
@@ -24,12 +31,16 @@ class LiveFigure:
         self.figure = figure
         self.every_s = every_s
         self._last = 0.0
-        self._handle = display(figure._repr_mimebundle_(), raw=True, display_id=True)
+        self._handle = display(self._interactive(), raw=True, display_id=True)
+
+    def _interactive(self) -> dict:
+        """The figure as plotly's own MIME type only (no static image to render)."""
+        return pio.renderers["plotly_mimetype"].to_mimebundle(self.figure.to_dict())
 
     def refresh(self, force: bool = False) -> None:
         if self._handle is None or (not force and time.monotonic() - self._last < self.every_s):
             return
-        self._handle.update(self.figure._repr_mimebundle_(), raw=True)
+        self._handle.update(self.figure._repr_mimebundle_() if force else self._interactive(), raw=True)
         self._last = time.monotonic()
 
 
@@ -51,7 +62,10 @@ class LossPlotCallback(TrainerCallback):
     """Draws the trainer's train and eval loss live in the notebook."""
 
     def __init__(self, title: str = "loss", every_s: float = 5.0):
-        self.title, self.every_s, self.live = title, every_s, None
+        self.title, self.every_s, self.live, self.trained = title, every_s, None, False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trained = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.live is None:
@@ -59,9 +73,10 @@ class LossPlotCallback(TrainerCallback):
         for key, series in (("loss", "train"), ("eval_loss", "eval")):
             if key in (logs or {}):
                 append_point(self.live.figure, series, state.global_step, logs[key])
-        self.live.refresh()
+        self.live.refresh(force=self.trained)  # a log after training (``trainer.evaluate()``) is the final state
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.trained = True
         if self.live is not None:
             self.live.refresh(force=True)
 

@@ -26,14 +26,13 @@ real token (``attention_mask.cumsum(-1) - 1``), as ``generate`` counts them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .adapters import load_roles, reward_scores, switch_adapter
+from .adapters import load_roles, reward_scores, switch_adapter, train_top_layers
 from .config import ModelConfig
 from .sft import match_trainable_dtype
 
@@ -71,27 +70,6 @@ class PPORoles:
                 p.copy_(state[name].to(p.dtype))
 
 
-def _layer_index(name: str) -> int | None:
-    match = re.search(r"\.layers\.(\d+)\.", name)
-    return int(match.group(1)) if match else None
-
-
-def _set_trainable_roles(model, trainable_layers: int = 0) -> int:
-    """LoRA weights of ``policy`` and ``value`` train (in the top ``trainable_layers`` layers; 0: all); the rest is frozen.
-
-    Gradients flow back only as far as the lowest trainable weight, so training the top
-    layers alone shortens the backward pass; the lower layers keep their SFT / reward weights.
-    """
-    names = [name for name, _ in model.named_parameters()]
-    layers = [i for i in map(_layer_index, names) if i is not None]
-    lowest = max(layers) + 1 - trainable_layers if trainable_layers and layers else 0
-    for name, param in model.named_parameters():
-        layer = _layer_index(name)
-        in_range = layer is None or layer >= lowest
-        param.requires_grad_("lora_" in name and any(f".{role}." in name for role in TRAINABLE_ROLES) and in_range)
-    return lowest
-
-
 def load_ppo_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str | Path, pad_token_id: int,
                    trainable_layers: int = 0) -> PPORoles:
     """The 4-bit base loaded once, carrying all four roles (see the module docstring)."""
@@ -100,7 +78,7 @@ def load_ppo_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str 
     model, reward_head, norm = load_roles(model_cfg, sft_dir, reward_dir)  # adapters "sft" and "reward"
     model.load_adapter(str(sft_dir), adapter_name="policy", is_trainable=True)
     model.load_adapter(str(Path(reward_dir) / "adapter"), adapter_name="value", is_trainable=True)
-    first_trainable_layer = _set_trainable_roles(model, trainable_layers)
+    first_trainable_layer = train_top_layers(model, TRAINABLE_ROLES, trainable_layers)
     compute_dtype = resolve_compute_dtype(model_cfg.compute_dtype, resolve_device(model_cfg.device))
     match_trainable_dtype(model, compute_dtype)
     value_head = torch.nn.Linear(reward_head.in_features, 1, bias=True).to(reward_head.weight.device)
@@ -197,15 +175,9 @@ def token_logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, tempe
 
 def reward_model_scores(roles: PPORoles, tokenizer, rows: list[dict], texts: list[str], batch_size: int = 16):
     """Normalised r(x, y) of each answer, rendered exactly as in reward-model training (chat template). -> (batch,)"""
-    conversations = [row["messages"] + [{"role": "assistant", "content": text}] for row, text in zip(rows, texts)]
-    device = next(roles.model.parameters()).device
-    scores = []
-    for start in range(0, len(conversations), batch_size):
-        rendered = tokenizer.apply_chat_template(conversations[start : start + batch_size], tokenize=False)
-        encoded = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        scores.append(reward_scores(roles.model, roles.reward_head, encoded["input_ids"], encoded["attention_mask"],
-                                    roles.pad_token_id, roles.normalisation))
-    return torch.cat(scores).cpu()
+    from .evaluation import reward_model_scores as scores
+
+    return scores(roles.model, roles.reward_head, roles.normalisation, tokenizer, rows, texts, batch_size)
 
 
 def save_trainable(roles: PPORoles, path: Path) -> None:

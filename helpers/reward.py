@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -100,6 +101,79 @@ def split_by_prompt(pairs: list[dict], heldout_fraction: float, seed: int) -> tu
     return [p for p in pairs if p["prompt_id"] not in held], [p for p in pairs if p["prompt_id"] in held]
 
 
+def unsampled_prompts(rows: list[dict], log_path: str | Path) -> list[str]:
+    """Ids of the rows that ``log_path`` (``sample_and_judge``'s log) holds no answers for yet."""
+    from .files import read_jsonl
+
+    log_path = Path(log_path)
+    done = {r["id"] for r in read_jsonl(log_path, tolerate_partial_tail=True)} if log_path.exists() else set()
+    return [row["id"] for row in rows if row["id"] not in done]
+
+
+def sample_sft_answers(model_cfg: ModelConfig, data_cfg, k_samples: int, tokenizer, rows: list[dict],
+                       log_path: str | Path, sft_adapter: str | Path) -> list[dict]:
+    """K answers of the SFT model per prompt, judged by the simulated labeler; one record per row.
+
+    Resumes from ``log_path`` and appends to it; the SFT model is loaded only when some
+    prompt still lacks its answers. Sampling settings are the data stage's (``data_cfg``).
+    """
+    from .demonstrations import sample_and_judge
+
+    sampler = None
+    if unsampled_prompts(rows, log_path):
+        from .adapters import load_policy
+
+        sampler = load_policy(model_cfg, sft_adapter)
+    return sample_and_judge(sampler, tokenizer, rows, n_samples=k_samples, log_path=log_path,
+                            desc=f"{k_samples} SFT answers per prompt", max_new_tokens=data_cfg.max_new_tokens,
+                            temperature=data_cfg.temperature, top_p=data_cfg.top_p, batch_size=data_cfg.batch_size,
+                            seed=data_cfg.seed + 1)
+
+
+@dataclass
+class Comparisons:
+    """The reward model's data: all pairs, the tally of what was dropped, and the split by prompt."""
+
+    records: list[dict] | None  # the judged SFT answers per prompt (None: human comparisons)
+    pairs: list[dict]
+    tally: dict[str, int]
+    train: list[dict]
+    heldout: list[dict]
+
+    def save(self, folder: str | Path) -> None:
+        """``comparisons_train.jsonl`` and ``comparisons_heldout.jsonl`` in ``folder`` (notebook 05 reads them)."""
+        from .files import write_jsonl
+
+        write_jsonl(Path(folder) / "comparisons_train.jsonl", self.train)
+        write_jsonl(Path(folder) / "comparisons_heldout.jsonl", self.heldout)
+
+
+def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cfg: RewardStageConfig) -> Comparisons:
+    """Pairs from the judged SFT answers (``records``) or, with ``records=None``, the rows' human pairs;
+    pairs longer than ``cfg.max_length`` dropped and counted; then split by prompt."""
+    if records is not None:
+        pairs, tally = comparisons_from_samples(rows, records)
+    else:
+        pairs, tally = comparisons_from_preferences(rows), {"pairs": len(rows)}
+    pairs, too_long = drop_overlong(pairs, tokenizer, cfg.max_length)  # TRL would drop them silently
+    tally = dict(tally, too_long=too_long, pairs=len(pairs))
+    if not pairs:
+        raise RuntimeError("No comparisons left (all tied or too long). Raise K_SAMPLES, or n_rm in notebook 01.")
+    train, heldout = split_by_prompt(pairs, cfg.heldout_fraction, cfg.seed)
+    return Comparisons(records, pairs, tally, train, heldout)
+
+
+def normalisation_conversations(rows: list[dict], comparisons: Comparisons) -> list[list[dict]]:
+    """What the reward is normalised on: every SFT answer (all K) to a training prompt; for human
+    comparisons, the chosen and rejected answers of the training pairs."""
+    if comparisons.records is None:
+        return [p["messages"] + [{"role": "assistant", "content": p[k]}] for p in comparisons.train
+                for k in ("chosen", "rejected")]
+    train_ids = {p["prompt_id"] for p in comparisons.train}
+    return [row["messages"] + [{"role": "assistant", "content": s["text"]}]
+            for row, rec in zip(rows, comparisons.records) if row["id"] in train_ids for s in rec["samples"]]
+
+
 def preference_records(pairs: list[dict], use_margin: bool) -> list[dict]:
     """Conversational preference records for TRL: whole conversations ending in the chosen / rejected answer."""
     records = []
@@ -116,15 +190,17 @@ def load_reward_base(model_cfg: ModelConfig, tokenizer):
     """The 4-bit base model with a scalar head (``AutoModelForSequenceClassification``, one label), head at zero."""
     from transformers import AutoModelForSequenceClassification
 
-    from .models import quantization_config, resolve_compute_dtype, resolve_device, resolve_model_path
+    from .models import (device_map, one_4bit_kernel, quantization_config, resolve_compute_dtype, resolve_device,
+                         resolve_model_path)
 
     device = resolve_device(model_cfg.device)
     kwargs = {"num_labels": 1, "dtype": resolve_compute_dtype(model_cfg.compute_dtype, device),
-              "device_map": {"": device}, "trust_remote_code": model_cfg.trust_remote_code}
+              "device_map": device_map(device), "trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.load_in_4bit:
         kwargs["quantization_config"] = quantization_config(model_cfg, device)
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model_cfg.base_model), **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
+    one_4bit_kernel(model)
     with torch.no_grad():
         model.score.weight.zero_()
     return model

@@ -12,7 +12,8 @@ Finished runs are left intact: the runner records progress in
 ``--rerun`` is given. Then the stages reuse their finished artifacts (nothing is
 recomputed), the executed notebooks are written again, and ``run.json`` keeps the
 earlier runs' records under ``earlier_runs``. An interrupted run is simply resumed: finished
-stages are reused, and long stages resume from their logs.
+stages are reused, and long stages resume from their logs. A finished run ends with its report
+(``report.html`` and ``report.md``, see ``helpers.report``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from .config import PROFILES
 from .files import read_json, write_json
+from .report import write_report
 from .runs import REPO_ROOT, default_run_dir, now
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_.+\.ipynb$")
@@ -54,13 +56,29 @@ def _failed_cell(executed: Path) -> str:
     return "an unknown cell"
 
 
+def kernel_environment() -> dict[str, str]:
+    """What the runner sets for the kernels it starts (they inherit ``os.environ``).
+
+    ``RLHF_HEADLESS`` gives text progress bars. ``PLOTLY_RENDERER`` adds a PNG beside each
+    interactive plotly figure, so static viewers show the plots too, when kaleido and a
+    Chromium can make one here, and unless the user chose a renderer.
+    """
+    from .browser import STATIC_RENDERER, static_export_available
+
+    env = {"RLHF_HEADLESS": "1"}
+    if static_export_available()[0] and "PLOTLY_RENDERER" not in os.environ:
+        env["PLOTLY_RENDERER"] = STATIC_RENDERER
+    return env
+
+
 def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) -> None:
     """Execute one notebook with papermill; NotebookFailed on error."""
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    env_before = os.environ.get("RLHF_HEADLESS")
-    os.environ["RLHF_HEADLESS"] = "1"  # the kernel inherits it: text progress bars
+    env = kernel_environment()
+    env_before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
                                    progress_bar=False, cwd=str(cwd), log_output=False)
@@ -70,10 +88,11 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) 
             f"The executed copy, with the traceback, is {output}"
         ) from None
     finally:
-        if env_before is None:
-            os.environ.pop("RLHF_HEADLESS", None)
-        else:
-            os.environ["RLHF_HEADLESS"] = env_before
+        for name, value in env_before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_workbook(profile: str, run_dir: Path, *, rerun: bool = False, notebooks: list[Path] | None = None,
@@ -118,7 +137,10 @@ def run_workbook(profile: str, run_dir: Path, *, rerun: bool = False, notebooks:
         print(f"    done in {seconds / 60:.1f} min -> {output}", file=out, flush=True)
     record.update(status="finished", finished=now(), seconds=round(time.time() - total_start, 1))
     write_json(record_path, record)
-    print(f"Workbook finished in {record['seconds'] / 60:.1f} min: {run_dir}", file=out, flush=True)
+    record["report"] = write_report(run_dir)
+    write_json(record_path, record)
+    print(f"Workbook finished in {record['seconds'] / 60:.1f} min: {run_dir}\n"
+          f"Report: {record['report']['html']} and {record['report']['markdown']}", file=out, flush=True)
     return record
 
 

@@ -53,6 +53,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process so far (the notebook's kernel), and peak CUDA memory if used, in MB."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    peak = {"peak_rss_mb": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -74,7 +87,7 @@ class Stage:
     def finish(self, meta: dict[str, Any]) -> None:
         """Write ``meta.json`` (the 'finished' mark) with versions and a timestamp added."""
         meta = {**meta, "config": read_json(self.path / "config.json"), "versions": package_versions(),
-                "finished": now()}
+                "memory": peak_memory(), "finished": now()}
         write_json(self.path / "meta.json", meta)
         self.state = "finished"
 

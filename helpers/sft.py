@@ -91,12 +91,12 @@ def mean_train_loss(trainer) -> float:
     return sum(losses) / len(losses) if losses else float("nan")
 
 
-def save_adapter_atomically(model, target: Path) -> None:
+def save_adapter_atomically(model, target: Path, **save_kwargs) -> None:
     """``model.save_pretrained`` (safetensors) into a temporary folder, then renamed into place."""
     staging = target.with_name(f".{target.name}.tmp")
     if staging.exists():
         shutil.rmtree(staging)
-    model.save_pretrained(staging, safe_serialization=True)
+    model.save_pretrained(staging, safe_serialization=True, **save_kwargs)
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)

@@ -95,3 +95,17 @@ def test_generation_uses_the_chat_template_and_is_seeded(model, tokenizer):
         assert not sample.truncated or sample.n_tokens == 12  # truncated means: ran out of tokens
     clipped = sample_responses(model, tokenizer, conversations, max_new_tokens=2, seed=3)
     assert all(s.truncated and s.n_tokens == 2 for s in clipped)
+
+
+@pytest.mark.model
+def test_4bit_layers_give_one_answer_with_and_without_gradients(model, tokenizer):
+    """bitsandbytes would switch to a bfloat16 kernel for gradient-free eval passes on AVX512-BF16 CPUs."""
+    import torch
+
+    batch = tokenizer(["Describe the colour number 1."], return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        without = model(**batch).logits
+    embeds = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
+    with_gradients = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits.detach()
+    torch.testing.assert_close(without, with_gradients, atol=1e-4, rtol=1e-4)

@@ -169,3 +169,23 @@ def test_human_data_without_pairs_is_refused():
 
     with pytest.raises(ValueError, match="needs comparisons"):
         comparisons_from_preferences([{"id": "r1", "messages": [], "response": "x"}])
+
+
+def test_unsampled_prompts_reads_the_samples_log(tmp_path):
+    from helpers.reward import unsampled_prompts
+
+    log = tmp_path / "sft_samples.jsonl"
+    assert unsampled_prompts(ROWS, log) == ["p0", "p1", "p2", "p3"]
+    log.write_text('{"id": "p1", "samples": []}\n{"id": "p3", "samples": []}\n{"id": "p0", "sam')  # torn tail
+    assert unsampled_prompts(ROWS, log) == ["p0", "p2"]
+
+
+def test_normalisation_uses_every_sft_answer_to_a_training_prompt():
+    from helpers.reward import Comparisons, normalisation_conversations
+
+    records = [_record(row["id"], ("a", 1.0), ("b", 0.0)) for row in ROWS]
+    train = [{"prompt_id": "p1", "messages": ROWS[1]["messages"], "chosen": "a", "rejected": "b"}]
+    sampled = normalisation_conversations(ROWS, Comparisons(records, train, {}, train, []))
+    assert [c[-1]["content"] for c in sampled] == ["a", "b"] and sampled[0][:-1] == ROWS[1]["messages"]
+    human = normalisation_conversations(ROWS, Comparisons(None, train, {}, train, []))
+    assert human == sampled  # human data: the chosen and rejected answers of the training pairs

@@ -1,0 +1,245 @@
+"""Evaluating contenders side by side: gold score, win rate, reward, KL to the SFT model, and best-of-n.
+
+Every contender answers the same held-out evaluation prompts (topics never seen in
+training), one sampled answer per prompt at temperature 1, and is measured against
+the SFT model:
+
+* **gold score**: the simulated labeler (``helpers.labeler``), mean with a bootstrap 95 % CI;
+* **win rate** vs SFT, prompt by prompt by gold score, a tie counting half (``helpers.stats``);
+* **reward-model score**: the normalised r(x, y) of notebook 03 (the proxy PPO optimised);
+* **KL to the SFT model**, estimated from the contender's own samples (Monte Carlo):
+
+      KL(pi || pi_sft) = E_{y ~ pi} [ log pi(y|x) - log pi_sft(y|x) ]
+                       ~ mean over answers of sum_t [ log pi(y_t|x, y_<t) - log pi_sft(y_t|x, y_<t) ]
+
+  For **best-of-n** there is a closed form (Stiennon et al. 2020; Gao et al. 2022, eq. 2):
+  KL_bon = log n - (n - 1) / n, which no sampling estimate needs to approximate.
+* length and EOS rate; the pass rate of each constraint kind; and, where comparisons are
+  held out, the share of them a policy's *implicit reward* log pi/pi_sft orders correctly.
+
+The **over-optimisation curve** (Gao et al., 2022) plots gold and reward-model score against
+sqrt(KL): where the proxy keeps rising while the gold score falls, the policy is exploiting
+the reward model rather than getting better.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .adapters import reward_scores, switch_adapter
+from .demonstrations import sample_and_judge
+from .files import read_jsonl
+from .generation import render_prompts
+from .stats import bootstrap_mean_ci, win_rate
+
+
+def records_for(rows: list[dict], path) -> list[dict]:
+    """The sample records stored at ``path`` (by ``sample_and_judge``), in the order of ``rows``; all must be there."""
+    by_id = {r["id"]: r for r in read_jsonl(path)}
+    missing = [row["id"] for row in rows if row["id"] not in by_id]
+    if missing:
+        raise ValueError(f"{path}: no answers for prompts {missing[:3]} ({len(missing)} missing); "
+                         "re-run the notebook that wrote it with the same RUN_DIR")
+    return [by_id[row["id"]] for row in rows]
+
+
+def contender_answers(model, tokenizer, rows: list[dict], adapter: str | None, n_samples: int, log_path,
+                      judged: bool, sampling: dict, desc: str) -> list[dict]:
+    """``n_samples`` answers per prompt from ``adapter`` (None: the bare base model), judged if ``judged``.
+
+    Resumable through ``log_path`` (see ``sample_and_judge``); ``sampling`` holds
+    max_new_tokens, temperature, top_p, batch_size and seed.
+    """
+    previous = model.active_adapter
+    try:
+        if adapter is not None:
+            switch_adapter(model, adapter)
+        with model.disable_adapter() if adapter is None else nullcontext():
+            return sample_and_judge(model, tokenizer, rows, n_samples=n_samples, log_path=log_path, judged=judged,
+                                    desc=desc, **sampling)
+    finally:
+        switch_adapter(model, previous)
+
+
+def reward_model_scores(model, reward_head, normalisation: dict, tokenizer, rows: list[dict], texts: list[str],
+                        batch_size: int = 16) -> torch.Tensor:
+    """Normalised r(x, y) of each answer under the ``reward`` adapter, rendered as in reward-model training. -> (n,)"""
+    conversations = [row["messages"] + [{"role": "assistant", "content": text}] for row, text in zip(rows, texts)]
+    device = next(model.parameters()).device
+    scores = []
+    for start in range(0, len(conversations), batch_size):
+        rendered = tokenizer.apply_chat_template(conversations[start : start + batch_size], tokenize=False)
+        encoded = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        scores.append(reward_scores(model, reward_head, encoded["input_ids"], encoded["attention_mask"],
+                                    tokenizer.pad_token_id, normalisation))
+    return torch.cat(scores).cpu() if scores else torch.zeros(0)
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || pi) = log n - (n - 1) / n, in nats (Stiennon et al., 2020, appendix; Gao et al., 2022)."""
+    if n < 1:
+        raise ValueError(f"best-of-n needs n >= 1, got {n}")
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_choice(rewards: list[list[float]], n: int) -> list[int]:
+    """Per prompt, the index of the highest-reward answer among its first ``n`` (ties: the earlier one)."""
+    short = [i for i, r in enumerate(rewards) if len(r) < n]
+    if short:
+        raise ValueError(f"best-of-{n}: prompt {short[0]} has only {len(rewards[short[0]])} answers")
+    return [int(np.argmax(r[:n])) for r in rewards]
+
+
+def pick_samples(records: list[dict], choice: list[int]) -> list[dict]:
+    """Records with one sample each: ``records[i]["samples"][choice[i]]``."""
+    return [{"id": r["id"], "samples": [r["samples"][k]]} for r, k in zip(records, choice, strict=True)]
+
+
+def first_samples(records: list[dict], k: int = 1) -> list[dict]:
+    """Records cut to their first ``k`` samples."""
+    return [{"id": r["id"], "samples": r["samples"][:k]} for r in records]
+
+
+def answers_table(rows: list[dict], records: list[dict]) -> pd.DataFrame:
+    """One line per prompt (first sample of each record): id, answer, tokens, EOS, gold score if judged."""
+    by_id = {r["id"]: r["samples"][0] for r in records}
+    lines = []
+    for row in rows:
+        s = by_id[row["id"]]
+        lines.append({"id": row["id"], "response": s["text"], "n_tokens": s["n_tokens"], "eos": not s["truncated"],
+                      "gold": s.get("score", float("nan"))})
+    return pd.DataFrame(lines)
+
+
+def _chat_batch(tokenizer, rows: list[dict], texts: list[str], truncated: list[bool], device):
+    """Prompt (chat template, generation prompt) + answer tokens (+ EOS when it was emitted), right-padded.
+
+    Returns input_ids and attention_mask (batch, L) and response_mask (batch, L): 1 on the
+    answer's tokens. The answer is re-tokenised from its text, as every stage stores it.
+    """
+    prompts = render_prompts(tokenizer, [r["messages"] for r in rows])
+    sequences, starts = [], []
+    for prompt, text, cut in zip(prompts, texts, truncated, strict=True):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + ([] if cut else [tokenizer.eos_token_id])
+        sequences.append(prompt_ids + answer_ids)
+        starts.append(len(prompt_ids))
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)  # (batch, L)
+    attention_mask = torch.zeros_like(input_ids)
+    response_mask = torch.zeros_like(input_ids)
+    for i, (seq, start) in enumerate(zip(sequences, starts)):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention_mask[i, : len(seq)] = 1
+        response_mask[i, start : len(seq)] = 1
+    return input_ids.to(device), attention_mask.to(device), response_mask.to(device)
+
+
+@torch.no_grad()
+def answer_logprobs(model, tokenizer, rows: list[dict], texts: list[str], truncated: list[bool], adapter: str | None,
+                    batch_size: int = 16) -> torch.Tensor:
+    """log pi(y|x) = sum_t log pi(y_t | x, y_<t) of each answer under ``adapter`` (None: the bare base model). -> (n,)
+
+    Temperature 1, the distribution the evaluation answers were sampled from.
+    """
+    device = next(model.parameters()).device
+    previous = model.active_adapter
+    totals = []
+    try:
+        if adapter is not None:
+            switch_adapter(model, adapter)
+        for start in range(0, len(rows), batch_size):
+            end = start + batch_size
+            input_ids, attention_mask, response_mask = _chat_batch(tokenizer, rows[start:end], texts[start:end],
+                                                                   truncated[start:end], device)
+            context = model.disable_adapter() if adapter is None else nullcontext()
+            with context:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()  # (batch, L, vocab)
+            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t + 1
+            token_logprobs = logprobs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (batch, L - 1)
+            totals.append((token_logprobs * response_mask[:, 1:]).sum(-1).cpu())
+    finally:
+        switch_adapter(model, previous)
+    return torch.cat(totals) if totals else torch.zeros(0)
+
+
+def kl_to_reference(model, tokenizer, rows: list[dict], texts: list[str], truncated: list[bool], adapter: str | None,
+                    reference: str = "sft", batch_size: int = 16) -> torch.Tensor:
+    """Per answer, log pi(y|x) - log pi_ref(y|x): its mean over answers sampled from pi estimates KL(pi || pi_ref). -> (n,)"""
+    policy = answer_logprobs(model, tokenizer, rows, texts, truncated, adapter, batch_size)
+    ref = answer_logprobs(model, tokenizer, rows, texts, truncated, reference, batch_size)
+    return policy - ref
+
+
+def implicit_preference_accuracy(model, tokenizer, pairs: list[dict], adapter: str | None, reference: str = "sft",
+                                 batch_size: int = 16) -> float:
+    """Share of held-out comparisons where the implicit reward log pi/pi_ref ranks the chosen answer higher.
+
+    The implicit reward r(x, y) = log pi(y|x) - log pi_ref(y|x) is what DPO trains
+    (Rafailov et al., 2023); any policy has one. Ties count half; the reference itself scores 0.5.
+    """
+    rows = [{"messages": p["messages"]} for p in pairs]
+    no_cut = [False] * len(pairs)
+    chosen = kl_to_reference(model, tokenizer, rows, [p["chosen"] for p in pairs], no_cut, adapter, reference,
+                             batch_size)
+    rejected = kl_to_reference(model, tokenizer, rows, [p["rejected"] for p in pairs], no_cut, adapter, reference,
+                               batch_size)
+    return win_rate(chosen.tolist(), rejected.tolist())
+
+
+def summarize(table: pd.DataFrame, sft: pd.DataFrame | None, measure: str) -> dict:
+    """One headline row: mean of ``measure`` ('gold' or 'reward') with its 95 % CI, win rate vs SFT, reward, KL,
+    tokens and EOS rate. ``table`` and ``sft`` hold one line per prompt (columns id, gold, reward, kl, n_tokens, eos)."""
+    mean, low, high = bootstrap_mean_ci(table[measure])
+    row = {"prompts": len(table), measure: mean, "ci95_low": low, "ci95_high": high,
+           "reward": float(table["reward"].mean()), "kl": float(table["kl"].mean()),
+           "tokens": float(table["n_tokens"].mean()), "eos_rate": float(table["eos"].mean())}
+    if sft is not None:
+        paired = table.merge(sft[["id", measure]], on="id", suffixes=("", "_sft"))
+        row["win_rate_vs_sft"] = win_rate(paired[measure], paired[f"{measure}_sft"])
+    return row
+
+
+def pass_rate_matrix(rows: list[dict], contenders: dict[str, list[dict]]) -> pd.DataFrame:
+    """Contenders x constraint kinds: the share of answers that satisfy each kind (the constraint alone)."""
+    by_row = {row["id"]: row for row in rows}
+    table = {}
+    for name, records in contenders.items():
+        passed: dict[str, list[bool]] = {}
+        for record in records:
+            if record["id"] not in by_row:
+                continue
+            for kind, ok in record["samples"][0]["constraints"].items():
+                passed.setdefault(kind, []).append(bool(ok))
+        table[name] = {kind: float(np.mean(v)) for kind, v in passed.items()}
+    return pd.DataFrame(table).T.sort_index(axis=1)
+
+
+def overoptimisation_figure(points: pd.DataFrame, measure: str = "gold"):
+    """Gold (left) and reward-model score (right) against sqrt(KL to SFT), one line per family of policies.
+
+    ``points`` has columns family ('PPO checkpoints', 'best-of-n'), label, kl, gold, reward.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels = [("gold", "gold score (simulated labeler)"), ("reward", "reward-model score (the proxy)")]
+    panels = [p for p in panels if p[0] in points and points[p[0]].notna().any()]
+    figure = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title in panels])
+    colours = {"PPO checkpoints": "#d62728", "best-of-n": "#1f77b4"}
+    for col, (column, _) in enumerate(panels, start=1):
+        for family, part in points.groupby("family", sort=False):
+            part = part.sort_values("kl")
+            figure.add_trace(go.Scatter(x=np.sqrt(part["kl"].clip(lower=0)), y=part[column], mode="lines+markers+text",
+                                        text=part["label"], textposition="top center", name=family,
+                                        legendgroup=family, showlegend=col == 1,
+                                        line={"color": colours.get(family)}), row=1, col=col)
+        figure.update_xaxes(title_text="sqrt(KL to SFT), sqrt(nats)", row=1, col=col)
+    figure.update_layout(title="Over-optimisation: proxy reward vs gold score as the policy moves away from SFT",
+                         template="plotly_white", height=420)
+    return figure

@@ -1,0 +1,204 @@
+"""The run report: one self-contained HTML page and a short Markdown summary of a run folder.
+
+    python -m helpers.report runs/cpu        # -> runs/cpu/report.html, runs/cpu/report.md
+
+The runner writes it after the last notebook. Everything comes from what the stages
+saved (``run.json``, each stage's ``meta.json``, ``ppo/metrics.jsonl``), so the report
+can be rebuilt at any time without a model. The HTML page carries plotly.js inline and
+opens offline; the Markdown summary holds the tables, and static PNGs of the figures
+(``report_files/``) when a Chromium is there to draw them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .files import read_json, read_jsonl, write_text
+
+STAGES = (("data", "01_instruction_data.ipynb"), ("sft", "02_supervised_finetuning.ipynb"),
+          ("reward", "03_reward_model.ipynb"), ("ppo", "04_ppo.ipynb"), ("dpo", "05_dpo.ipynb"),
+          ("eval", "06_evaluation.ipynb"))
+HEADLINE_COLUMNS = ("prompts", "gold", "reward", "ci95_low", "ci95_high", "win_rate_vs_sft", "kl", "tokens",
+                    "eos_rate", "preference_accuracy")
+
+
+def collect(run_dir: str | Path) -> dict:
+    """What the report shows: the run record, each finished stage's meta, and the PPO metric log."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").exists():
+        raise FileNotFoundError(f"{run_dir / 'run.json'} not found: is {run_dir} a run folder (make run)?")
+    metas = {name: read_json(run_dir / name / "meta.json") for name, _ in STAGES
+             if (run_dir / name / "meta.json").exists()}
+    metrics_file = run_dir / "ppo" / "metrics.jsonl"
+    return {"run": read_json(run_dir / "run.json"), "metas": metas,
+            "ppo_metrics": read_jsonl(metrics_file) if metrics_file.exists() else []}
+
+
+def stage_table(info: dict) -> pd.DataFrame:
+    """Per stage: notebook wall time in this run, peak resident memory of its kernel, when it finished."""
+    notebooks = info["run"].get("notebooks", {})
+    rows = []
+    for name, notebook in STAGES:
+        meta = info["metas"].get(name, {})
+        memory = meta.get("memory", {})
+        seconds, rss = notebooks.get(notebook, {}).get("seconds"), memory.get("peak_rss_mb")
+        rows.append({"stage": name, "notebook": notebook,
+                     "minutes": "" if seconds is None else f"{seconds / 60:.1f}",
+                     "peak_rss_gb": "" if rss is None else f"{rss / 1024:.2f}",
+                     "finished": meta.get("finished", "not run")})
+    return pd.DataFrame(rows).set_index("stage")
+
+
+def headline_table(info: dict) -> pd.DataFrame:
+    """Notebook 06's headline table (contenders x measures), or an empty table before it ran."""
+    headline = info["metas"].get("eval", {}).get("headline", {})
+    table = pd.DataFrame(headline).T
+    if not len(table):
+        return table
+    table = table[[c for c in HEADLINE_COLUMNS if c in table]].astype(float)
+    if "prompts" in table:
+        table["prompts"] = table["prompts"].astype("Int64")
+    return table
+
+
+def ppo_figure(metrics: list[dict]):
+    """PPO's training curves: reward-model score and gold score of the rollouts, and KL to the SFT model."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    log = pd.DataFrame(metrics)
+    figure = make_subplots(rows=1, cols=2, subplot_titles=["score of the rollouts", "KL to the SFT model (nats)"])
+    for column, name in (("rm_score", "reward model"), ("gold", "gold (labeler)")):
+        if column in log and log[column].notna().any():
+            figure.add_trace(go.Scatter(x=log["iteration"], y=log[column], mode="lines+markers", name=name), 1, 1)
+    figure.add_trace(go.Scatter(x=log["iteration"], y=log["kl"], mode="lines+markers", name="KL"), 1, 2)
+    figure.update_xaxes(title_text="PPO iteration")
+    figure.update_layout(title="PPO training (notebook 04)", template="plotly_white", height=380)
+    return figure
+
+
+def figures(info: dict) -> list[tuple[str, object]]:
+    """(name, plotly figure) pairs: PPO curves, the headline bars and the over-optimisation curve."""
+    import plotly.express as px
+
+    from .evaluation import overoptimisation_figure
+
+    found = []
+    if info["ppo_metrics"]:
+        found.append(("ppo_training", ppo_figure(info["ppo_metrics"])))
+    eval_meta = info["metas"].get("eval")
+    if eval_meta:
+        measure = eval_meta["measure"]
+        bars = headline_table(info).dropna(subset=[measure]).reset_index(names="contender")
+        found.append(("headline", px.bar(bars, x="contender", y=measure, color="contender",
+                                         error_y=bars["ci95_high"] - bars[measure],
+                                         error_y_minus=bars[measure] - bars["ci95_low"],
+                                         title=f"Mean {measure} score on held-out prompts (95 % interval)")))
+        found.append(("overoptimisation", overoptimisation_figure(pd.DataFrame(eval_meta["curve"]))))
+    return found
+
+
+def _cell(value) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A pipe table (no extra dependency), index included."""
+    header = [table.index.name or ""] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in table.iterrows():
+        lines.append("| " + " | ".join([str(index)] + [_cell(v) for v in row.tolist()]) + " |")
+    return "\n".join(lines)
+
+
+def _summary_lines(info: dict) -> list[str]:
+    run, metas = info["run"], info["metas"]
+    data = metas.get("data", {})
+    lines = [f"- profile: `{run.get('profile')}`; run folder: `{run.get('run_dir')}`; status: {run.get('status')}",
+             f"- model: `{data.get('base_model', '?')}`; data source: `{data.get('source', '?')}`",
+             f"- whole workbook: {run['seconds'] / 60:.1f} min" if run.get("seconds") else "- whole workbook: not finished"]
+    eval_meta = metas.get("eval")
+    if eval_meta:
+        table = headline_table(info)
+        measure = eval_meta["measure"]
+        if {"SFT", "PPO (final)"} <= set(table.index):
+            ppo, sft = table.loc["PPO (final)"], table.loc["SFT"]
+            lines.append(f"- PPO (final) vs SFT: {measure} {ppo[measure]:.3f} vs {sft[measure]:.3f} "
+                         f"({ppo[measure] - sft[measure]:+.3f}); PPO wins {ppo['win_rate_vs_sft']:.0%} of prompts; "
+                         f"KL to SFT {ppo['kl']:.2f} nats")
+        if measure == "reward":
+            lines.append("- no gold judge on real data: contenders are compared by reward-model score")
+    return lines
+
+
+def render_markdown(info: dict, images: dict[str, str]) -> str:
+    parts = ["# Run report", "", *_summary_lines(info), "", "## Stages", "", markdown_table(stage_table(info)), ""]
+    table = headline_table(info)
+    if len(table):
+        parts += ["## Headline table (notebook 06)", "", markdown_table(table), ""]
+    for name, path in images.items():
+        parts += [f"![{name}]({path})", ""]
+    parts += ["The interactive figures are in `report.html` (opens offline)."]
+    return "\n".join(parts) + "\n"
+
+
+def render_html(info: dict, figs: list[tuple[str, object]]) -> str:
+    """One page: summary, tables, figures; plotly.js inlined once so it opens offline."""
+    body = ["<h1>Run report</h1>", "<ul>"]
+    body += [f"<li>{html.escape(line[2:])}</li>" for line in _summary_lines(info)]
+    body += ["</ul>", "<h2>Stages</h2>", stage_table(info).to_html(na_rep="", float_format=_cell)]
+    table = headline_table(info)
+    if len(table):
+        body += ["<h2>Headline table (notebook 06)</h2>", table.to_html(na_rep="", float_format=_cell)]
+    for index, (_, figure) in enumerate(figs):
+        body.append(figure.to_html(full_html=False, include_plotlyjs=index == 0))
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run report</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>")
+
+
+def write_report(run_dir: str | Path, static_images: bool | None = None) -> dict[str, str]:
+    """Write ``report.html``, ``report.md`` (and ``report_files/*.png`` when possible); returns their paths."""
+    run_dir = Path(run_dir)
+    info = collect(run_dir)
+    figs = figures(info)
+    if static_images is None:
+        from .browser import static_export_available
+
+        static_images = static_export_available()[0]
+    images = {}
+    if static_images:
+        (run_dir / "report_files").mkdir(exist_ok=True)
+        for name, figure in figs:
+            path = run_dir / "report_files" / f"{name}.png"
+            figure.write_image(str(path), width=1000, height=420)
+            images[name] = f"report_files/{name}.png"
+    write_text(run_dir / "report.html", render_html(info, figs))
+    write_text(run_dir / "report.md", render_markdown(info, images))
+    return {"html": str(run_dir / "report.html"), "markdown": str(run_dir / "report.md"), **images}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a run folder, e.g. runs/cpu")
+    parser.add_argument("--no-images", action="store_true", help="skip the static PNGs")
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(args.run_dir, static_images=False if args.no_images else None)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(f"{k}: {v}" for k, v in written.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Evaluation helpers on literal inputs (best-of-n, win rate, pass rates, the report), then KL estimates on the tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers.evaluation import (answers_table, best_of_n_choice, best_of_n_kl, pass_rate_matrix, pick_samples,
+                                summarize)
+from helpers.files import write_json, write_jsonl
+
+
+def test_best_of_n_kl_closed_form():
+    assert best_of_n_kl(1) == 0.0  # keeping the only sample changes nothing
+    assert best_of_n_kl(2) == pytest.approx(math.log(2) - 0.5)
+    assert best_of_n_kl(16) == pytest.approx(2.7725887 - 0.9375)
+    values = [best_of_n_kl(n) for n in (1, 2, 4, 8, 16, 64)]
+    assert values == sorted(values)  # more search, further from the sampler
+    with pytest.raises(ValueError, match="n >= 1"):
+        best_of_n_kl(0)
+
+
+def test_best_of_n_choice_uses_only_the_first_n_and_keeps_the_earlier_of_ties():
+    rewards = [[0.1, 0.5, 0.9, 0.2], [0.3, 0.3, 0.1, 0.0], [-1.0, -2.0, -0.5, 4.0]]
+    assert best_of_n_choice(rewards, 1) == [0, 0, 0]
+    assert best_of_n_choice(rewards, 2) == [1, 0, 0]  # row 2: a tie at 0.3 keeps the first
+    assert best_of_n_choice(rewards, 4) == [2, 0, 3]
+    with pytest.raises(ValueError, match="prompt 1 has only 2 answers"):
+        best_of_n_choice([[0.0, 1.0, 2.0], [0.0, 1.0]], 3)
+
+
+def _sample(text, score, truncated=False, constraints=None):
+    return {"text": text, "n_tokens": len(text.split()), "truncated": truncated, "score": score,
+            "constraints": constraints or {}, "gates": {}}
+
+
+def test_pick_samples_and_answers_table():
+    records = [{"id": "a", "samples": [_sample("one", 0.1), _sample("two words", 0.9)]},
+               {"id": "b", "samples": [_sample("three", 0.4, truncated=True), _sample("four", 0.0)]}]
+    picked = pick_samples(records, [1, 0])
+    table = answers_table([{"id": "b"}, {"id": "a"}], picked)  # rows decide the order
+    assert table.to_dict(orient="list") == {"id": ["b", "a"], "response": ["three", "two words"], "n_tokens": [1, 2],
+                                            "eos": [False, True], "gold": [0.4, 0.9]}
+
+
+def test_summarize_pairs_contender_and_sft_by_prompt_with_ties_as_half():
+    sft = pd.DataFrame({"id": ["a", "b", "c", "d"], "gold": [0.5, 0.5, 0.5, 0.5], "reward": [0.0] * 4,
+                        "kl": [0.0] * 4, "n_tokens": [10] * 4, "eos": [True] * 4})
+    contender = pd.DataFrame({"id": ["d", "c", "b"], "gold": [1.0, 0.5, 0.0], "reward": [1.0, 2.0, 3.0],
+                              "kl": [1.0, 2.0, 6.0], "n_tokens": [5, 5, 8], "eos": [True, False, True]})
+    row = summarize(contender, sft, "gold")
+    assert row["prompts"] == 3
+    assert row["gold"] == pytest.approx(0.5)
+    assert row["ci95_low"] <= row["gold"] <= row["ci95_high"]
+    assert row["win_rate_vs_sft"] == pytest.approx((1 + 0.5 + 0) / 3)  # d wins, c ties, b loses
+    assert (row["reward"], row["kl"], row["tokens"], row["eos_rate"]) == pytest.approx((2.0, 3.0, 6.0, 2 / 3))
+    assert "win_rate_vs_sft" not in summarize(sft, None, "gold")
+
+
+def test_pass_rate_matrix_counts_each_kind_per_contender():
+    rows = [{"id": "a"}, {"id": "b"}]
+    contenders = {
+        "SFT": [{"id": "a", "samples": [_sample("x", 0, constraints={"lowercase": True, "no_commas": False})]},
+                {"id": "b", "samples": [_sample("y", 0, constraints={"lowercase": False})]}],
+        "PPO": [{"id": "a", "samples": [_sample("x", 0, constraints={"lowercase": True, "no_commas": True})]},
+                {"id": "b", "samples": [_sample("y", 0, constraints={"lowercase": True})]}],
+    }
+    matrix = pass_rate_matrix(rows, contenders)
+    assert list(matrix.index) == ["SFT", "PPO"] and list(matrix.columns) == ["lowercase", "no_commas"]
+    assert matrix.loc["SFT"].tolist() == [0.5, 0.0] and matrix.loc["PPO"].tolist() == [1.0, 1.0]
+
+
+def _fake_run(run_dir):
+    """A run folder with the metas notebook 04 and 06 write, no models."""
+    write_json(run_dir / "run.json", {"profile": "tiny", "run_dir": str(run_dir), "status": "finished",
+                                      "seconds": 600.0, "notebooks": {"04_ppo.ipynb": {"seconds": 120.0}}})
+    write_json(run_dir / "data" / "meta.json", {"base_model": "embedded:test", "source": "generated",
+                                                "finished": "t0"})
+    write_json(run_dir / "ppo" / "meta.json", {"finished": "t1", "memory": {"peak_rss_mb": 2048.0}})
+    write_jsonl(run_dir / "ppo" / "metrics.jsonl", [{"iteration": i, "rm_score": 0.1 * i, "gold": 0.2, "kl": 0.5 * i}
+                                                    for i in (1, 2, 3)])
+    headline = {"SFT": {"prompts": 4, "gold": 0.25, "ci95_low": 0.1, "ci95_high": 0.4, "reward": 0.0, "kl": 0.0},
+                "PPO (final)": {"prompts": 4, "gold": 0.375, "ci95_low": 0.2, "ci95_high": 0.5, "reward": 1.5,
+                                "kl": 2.5, "win_rate_vs_sft": 0.625}}
+    curve = [{"family": "PPO checkpoints", "label": "SFT", "iteration": 0, "kl": 0.0, "gold": 0.25, "reward": 0.0},
+             {"family": "best-of-n", "label": "n=2", "iteration": None, "kl": 0.19, "gold": 0.3, "reward": 0.6}]
+    write_json(run_dir / "eval" / "meta.json", {"finished": "t2", "measure": "gold", "headline": headline,
+                                                "curve": curve})
+
+
+def test_report_from_a_run_folder(tmp_path):
+    from helpers.report import stage_table, write_report
+
+    _fake_run(tmp_path)
+    written = write_report(tmp_path, static_images=False)
+    page = (tmp_path / "report.html").read_text()
+    summary = (tmp_path / "report.md").read_text()
+    assert written["html"].endswith("report.html") and "plotly" in page.lower()
+    assert page.count("Plotly.newPlot") == 3  # PPO curves, headline bars, over-optimisation curve
+    assert "| PPO (final) | 4 | 0.375 |" in summary
+    assert "PPO (final) vs SFT: gold 0.375 vs 0.250 (+0.125); PPO wins 62% of prompts; KL to SFT 2.50 nats" in summary
+    stages = stage_table({"run": {"notebooks": {"04_ppo.ipynb": {"seconds": 120.0}}},
+                          "metas": {"ppo": {"finished": "t1", "memory": {"peak_rss_mb": 2048.0}}}})
+    assert stages.loc["ppo", "minutes"] == "2.0" and stages.loc["ppo", "peak_rss_gb"] == "2.00"
+    assert stages.loc["dpo", "finished"] == "not run"
+
+
+def test_report_names_a_folder_that_is_not_a_run(tmp_path):
+    from helpers.report import main
+
+    assert main([str(tmp_path), "--no-images"]) == 1
+
+
+# --- on the tiny model -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sft_model(tiny_run, model_config):
+    from helpers.adapters import load_policy
+
+    return load_policy(model_config, tiny_run / "sft" / "adapter")
+
+
+@pytest.mark.model
+def test_answer_logprobs_batched_equal_one_by_one(sft_model, tokenizer, tiny_run):
+    from helpers.dataset import load_split
+    from helpers.evaluation import answer_logprobs
+    from helpers.generation import render_prompts
+
+    rows = load_split(tiny_run / "data", "eval")[:3]
+    texts = ["Yes.", "a much longer answer, with several words in it", "no"]
+    truncated = [False, True, False]
+    batched = answer_logprobs(sft_model, tokenizer, rows, texts, truncated, "sft", batch_size=3)
+    for i, row in enumerate(rows):  # one sequence, no padding, summed by hand
+        prompt = tokenizer(render_prompts(tokenizer, [row["messages"]])[0], add_special_tokens=False)["input_ids"]
+        answer = tokenizer(texts[i], add_special_tokens=False)["input_ids"] + ([] if truncated[i] else
+                                                                                [tokenizer.eos_token_id])
+        ids = torch.tensor([prompt + answer])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(sft_model(input_ids=ids).logits[0, :-1].float(), -1)
+        expected = sum(logprobs[len(prompt) - 1 + t, token].item() for t, token in enumerate(answer))
+        assert batched[i].item() == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.model
+def test_kl_of_a_model_to_itself_is_zero_and_to_the_base_is_not(sft_model, tokenizer, tiny_run):
+    from helpers.dataset import load_split
+    from helpers.evaluation import implicit_preference_accuracy, kl_to_reference
+
+    rows = load_split(tiny_run / "data", "eval")[:2]
+    texts, truncated = ["Sure, here it is.", "Paris"], [False, False]
+    assert kl_to_reference(sft_model, tokenizer, rows, texts, truncated, "sft", "sft").abs().max().item() == 0.0
+    assert kl_to_reference(sft_model, tokenizer, rows, texts, truncated, None, "sft").abs().min().item() > 0.0
+    pairs = [{"messages": rows[0]["messages"], "chosen": "Yes.", "rejected": "No."}]
+    assert implicit_preference_accuracy(sft_model, tokenizer, pairs, "sft", "sft") == 0.5  # reference: all ties

@@ -1,0 +1,68 @@
+"""Notebooks 05 (DPO) and 06 (evaluation) and the run report, executed on the tiny profile by the workbook run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from helpers.files import read_json, read_jsonl
+
+pytestmark = pytest.mark.notebook
+
+CONTENDERS = ["base", "SFT", "best-of-2", "best-of-4", "DPO", "PPO (final)", "PPO (best)"]
+
+
+def test_notebook_05_trains_dpo_from_the_sft_model(tiny_run):
+    from helpers.config import DPOStageConfig
+
+    meta = read_json(tiny_run / "dpo" / "meta.json")
+    cfg = DPOStageConfig.from_profile("tiny")
+    pairs = read_jsonl(tiny_run / "reward" / "comparisons_train.jsonl")
+    assert meta["config"]["dpo"] == cfg.to_dict() and meta["train_pairs"] == len(pairs)
+    assert meta["steps"] == math.ceil(len(pairs) / cfg.batch_size) * cfg.epochs
+    assert 0.0 <= meta["heldout_accuracy"] <= 1.0 and meta["memory"]["peak_rss_mb"] > 100
+    assert (tiny_run / "dpo" / "adapter" / "adapter_model.safetensors").exists()
+    history = read_json(tiny_run / "dpo" / "train_summary.json")["history"]
+    assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)  # starts at its reference
+
+
+def test_notebook_06_evaluates_every_contender(tiny_run):
+    from helpers.config import DataConfig
+    from helpers.evaluation import best_of_n_kl
+
+    meta = read_json(tiny_run / "eval" / "meta.json")
+    headline = meta["headline"]
+    n_eval, subset = DataConfig.from_profile("tiny").n_eval, meta["config"]["eval"]["subset_prompts"]
+    assert list(headline) == CONTENDERS + ["reward model (03)"]
+    for name in CONTENDERS:
+        row = headline[name]
+        assert row["prompts"] == (subset if name.startswith("best-of") else n_eval), name
+        assert 0.0 <= row["ci95_low"] <= row["gold"] <= row["ci95_high"] <= 1.0, name
+        assert 0.0 <= row["eos_rate"] <= 1.0 and row["tokens"] > 0, name
+        if name != "SFT":
+            assert 0.0 <= row["win_rate_vs_sft"] <= 1.0, name
+    assert headline["SFT"]["kl"] == 0.0
+    assert headline["best-of-4"]["kl"] == pytest.approx(best_of_n_kl(4))
+    assert 0.0 <= headline["DPO"]["preference_accuracy"] <= 1.0
+    # the SFT and PPO answers are the ones notebooks 02 and 04 drew, re-scored here
+    sft_gold = [r["samples"][0]["score"] for r in read_jsonl(tiny_run / "sft" / "sft_eval_samples.jsonl")]
+    assert headline["SFT"]["gold"] == pytest.approx(sum(sft_gold) / len(sft_gold))
+    snapshots = list((tiny_run / "ppo" / "snapshots").glob("iter-*"))
+    families = [p["family"] for p in meta["curve"]]
+    assert families.count("PPO checkpoints") == 1 + len(snapshots)  # SFT, then every snapshot
+    assert families.count("best-of-n") == 3  # n = 1, 2, 4
+    kinds = {c["kind"] for r in read_jsonl(tiny_run / "data" / "eval.jsonl") for c in r["constraints"]}
+    assert set(meta["pass_rates"]) == set(CONTENDERS) and all(set(v) <= kinds for v in meta["pass_rates"].values())
+
+
+def test_the_run_ends_with_a_report(tiny_run):
+    record = read_json(tiny_run / "run.json")
+    page = (tiny_run / "report.html").read_text()
+    summary = (tiny_run / "report.md").read_text()
+    assert record["report"]["html"].endswith("report.html")
+    assert "Plotly.newPlot" in page and "PPO (best)" in page
+    ppo = read_json(tiny_run / "eval" / "meta.json")["headline"]["PPO (final)"]
+    assert f"| PPO (final) | {int(ppo['prompts'])} | {ppo['gold']:.3f} |" in summary
+    for stage in ("data", "sft", "reward", "ppo", "dpo", "eval"):
+        assert f"| {stage} |" in summary
