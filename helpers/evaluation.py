@@ -100,11 +100,6 @@ def pick_samples(records: list[dict], choice: list[int]) -> list[dict]:
     return [{"id": r["id"], "samples": [r["samples"][k]]} for r, k in zip(records, choice, strict=True)]
 
 
-def first_samples(records: list[dict], k: int = 1) -> list[dict]:
-    """Records cut to their first ``k`` samples."""
-    return [{"id": r["id"], "samples": r["samples"][:k]} for r in records]
-
-
 def answers_table(rows: list[dict], records: list[dict]) -> pd.DataFrame:
     """One line per prompt (first sample of each record): id, answer, tokens, EOS, gold score if judged."""
     by_id = {r["id"]: r["samples"][0] for r in records}
@@ -220,7 +215,7 @@ def pass_rate_matrix(rows: list[dict], contenders: dict[str, list[dict]]) -> pd.
     return pd.DataFrame(table).T.sort_index(axis=1)
 
 
-def overoptimisation_figure(points: pd.DataFrame, measure: str = "gold"):
+def overoptimisation_figure(points: pd.DataFrame):
     """Gold (left) and reward-model score (right) against sqrt(KL to SFT), one line per family of policies.
 
     ``points`` has columns family ('PPO checkpoints', 'best-of-n'), label, kl, gold, reward.
