@@ -258,7 +258,7 @@ class DPOStageConfig(StageConfig):
     epochs: int = _field(1, "passes over the training comparisons")
     batch_size: int = _field(8, "comparisons per optimiser step")
     max_length: int = _field(384, "token limit of prompt + answer; longer ones are truncated")
-    max_pairs: int = _field(160, "train on at most this many comparisons (0: all); each costs about as much as "
+    max_pairs: int = _field(128, "train on at most this many comparisons (0: all); each costs about as much as "
                                  "a reward-model pair plus a reference pass")
     trainable_layers: int = _field(8, "train the LoRA weights of only the top N layers (0: all), as PPO does")
     save_steps: int = _field(10, "save a resumable checkpoint every this many steps")
@@ -348,7 +348,7 @@ class EvalStageConfig(StageConfig):
 
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     best_of: tuple = _field((4, 16), "the n of the best-of-n contenders: n SFT answers, the reward model picks one")
-    subset_prompts: int = _field(32, "evaluation prompts for best-of-n and the PPO checkpoint curve (0: all); "
+    subset_prompts: int = _field(24, "evaluation prompts for best-of-n and the PPO checkpoint curve (0: all); "
                                      "these sample many answers, so fewer prompts keep them affordable")
     score_batch_size: int = _field(16, "answers per forward pass when scoring log-probabilities and rewards")
     seed: int = _field(0, "seed for the sampling of every contender's answers")

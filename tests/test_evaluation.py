@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers.evaluation import (answers_table, best_of_n_choice, best_of_n_kl, pass_rate_matrix, pick_samples,
-                                summarize)
+from helpers.evaluation import (answers_table, batches_by_length, best_of_n_choice, best_of_n_kl, pass_rate_matrix,
+                                pick_samples, summarize)
 from helpers.files import write_json, write_jsonl
 
 
@@ -21,6 +21,14 @@ def test_best_of_n_kl_closed_form():
     assert values == sorted(values)  # more search, further from the sampler
     with pytest.raises(ValueError, match="n >= 1"):
         best_of_n_kl(0)
+
+
+def test_batches_by_length_group_similar_lengths_and_cover_every_index_once():
+    lengths = [5, 90, 7, 88, 6, 91, 40]
+    batches = batches_by_length(lengths, 2)
+    assert batches == [[5, 1], [3, 6], [2, 4], [0]]  # longest first; each batch pads to its own longest
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert batches_by_length([], 4) == []
 
 
 def test_best_of_n_choice_uses_only_the_first_n_and_keeps_the_earlier_of_ties():
@@ -132,7 +140,8 @@ def test_answer_logprobs_batched_equal_one_by_one(sft_model, tokenizer, tiny_run
     rows = load_split(tiny_run / "data", "eval")[:3]
     texts = ["Yes.", "a much longer answer, with several words in it", "no"]
     truncated = [False, True, False]
-    batched = answer_logprobs(sft_model, tokenizer, rows, texts, truncated, "sft", batch_size=3)
+    # batches of 2 sorted by length: the long answer's batch and the others', results put back in order
+    batched = answer_logprobs(sft_model, tokenizer, rows, texts, truncated, "sft", batch_size=2)
     for i, row in enumerate(rows):  # one sequence, no padding, summed by hand
         prompt = tokenizer(render_prompts(tokenizer, [row["messages"]])[0], add_special_tokens=False)["input_ids"]
         answer = tokenizer(texts[i], add_special_tokens=False)["input_ids"] + ([] if truncated[i] else
@@ -155,3 +164,16 @@ def test_kl_of_a_model_to_itself_is_zero_and_to_the_base_is_not(sft_model, token
     assert kl_to_reference(sft_model, tokenizer, rows, texts, truncated, None, "sft").abs().min().item() > 0.0
     pairs = [{"messages": rows[0]["messages"], "chosen": "Yes.", "rejected": "No."}]
     assert implicit_preference_accuracy(sft_model, tokenizer, pairs, "sft", "sft") == 0.5  # reference: all ties
+
+
+@pytest.mark.model
+def test_implicit_accuracies_of_several_adapters_equal_one_at_a_time(sft_model, tokenizer, tiny_run):
+    from helpers.dataset import load_split
+    from helpers.evaluation import implicit_preference_accuracies, implicit_preference_accuracy
+
+    rows = load_split(tiny_run / "data", "eval")[:3]
+    pairs = [{"messages": row["messages"], "chosen": chosen, "rejected": rejected}
+             for row, (chosen, rejected) in zip(rows, [("Yes.", "No."), ("A short answer here.", "x"),
+                                                       ("no", "Absolutely, with pleasure.")])]
+    together = implicit_preference_accuracies(sft_model, tokenizer, pairs, [None, "sft", None], "sft", batch_size=2)
+    assert together == {None: implicit_preference_accuracy(sft_model, tokenizer, pairs, None, "sft"), "sft": 0.5}
