@@ -47,10 +47,11 @@ def layer_index(parameter_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def train_top_layers(model, adapters: tuple[str, ...], trainable_layers: int = 0) -> int:
+def train_top_layers(model, adapters: tuple[str, ...], trainable_layers: int = 0, also: tuple[str, ...] = ()) -> int:
     """Only the LoRA weights of ``adapters`` in the top ``trainable_layers`` layers train (0: all layers).
 
-    Everything else is frozen. Gradients then flow back only as far as the lowest
+    Parameters whose name contains one of ``also`` (say ``"modules_to_save"``, peft's
+    trainable copy of a reward model's score head) train too. Everything else is frozen. Gradients then flow back only as far as the lowest
     trainable weight, so training the top layers alone shortens the backward pass; the
     lower layers keep the weights they were loaded with. Returns the lowest trainable layer.
     """
@@ -59,7 +60,8 @@ def train_top_layers(model, adapters: tuple[str, ...], trainable_layers: int = 0
     for name, param in model.named_parameters():
         layer = layer_index(name)
         in_range = layer is None or layer >= lowest
-        param.requires_grad_("lora_" in name and any(f".{a}." in name for a in adapters) and in_range)
+        is_lora = "lora_" in name and any(f".{a}." in name for a in adapters) and in_range
+        param.requires_grad_(is_lora or any(part in name for part in also))
     return lowest
 
 

@@ -130,6 +130,8 @@ class DataConfig(StageConfig):
     eval_topic_fraction: float = _field(0.2, "share of topics reserved for evaluation")
     n_candidates: int = _field(4, "best-of-N: responses sampled from the base model per SFT prompt")
     demo_threshold: float = _field(0.3, "keep a prompt's best response as a demonstration if its gold score is at least this")
+    demos_per_prompt: int = _field(4, "keep up to this many distinct responses per SFT prompt that reach demo_threshold, "
+                                      "best first (1: the best only)")
     max_new_tokens: int = _field(96, "token limit for sampled responses")
     temperature: float = _field(1.0, "sampling temperature")
     top_p: float = _field(1.0, "nucleus sampling cut-off (1.0 = off)")
@@ -138,13 +140,14 @@ class DataConfig(StageConfig):
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny keeps every prompt's best candidate (threshold 0) so later stages always have demonstrations.
         "tiny": {"n_sft": 8, "n_rm": 16, "n_ppo": 8, "n_eval": 8, "n_candidates": 2, "demo_threshold": 0.0,
-                 "max_new_tokens": 32, "batch_size": 16},
+                 "demos_per_prompt": 1, "max_new_tokens": 32, "batch_size": 16},
         "gpu": {"n_sft": 1024, "n_rm": 1024, "n_ppo": 2048, "n_eval": 256, "n_candidates": 8, "max_new_tokens": 160,
                 "batch_size": 128},
     }
 
     def validate(self) -> None:
-        for name in ("n_sft", "n_rm", "n_ppo", "n_eval", "n_candidates", "max_new_tokens", "batch_size"):
+        for name in ("n_sft", "n_rm", "n_ppo", "n_eval", "n_candidates", "demos_per_prompt", "max_new_tokens",
+                     "batch_size"):
             self._require(getattr(self, name) >= 1, name, "an integer >= 1")
         self._require(1 <= self.min_constraints <= 3, "min_constraints", "1, 2 or 3")
         self._require(self.min_constraints <= self.max_constraints <= 3, "max_constraints", "min_constraints..3")
@@ -220,18 +223,28 @@ class RewardStageConfig(LoRAStageConfig):
 
     k_samples: int = _field(4, "responses sampled from the SFT model per reward-model prompt (InstructGPT: 4 to 9)")
     heldout_fraction: float = _field(0.2, "share of prompts (with all their pairs) held out for evaluation")
+    min_gold_gap: float = _field(0.1, "two answers whose gold scores differ by less than this are a tie, not a "
+                                      "comparison (0.1: an answer that failed a quality gate, at most 0.05, ties "
+                                      "with every other such answer)")
+    base_comparisons: bool = _field(True, "also train on pairs of notebook 01's base-model candidates for the SFT "
+                                          "prompts (judged already, so free); held-out pairs stay SFT answers",
+                                    (True, False))
     use_margin: bool = _field(False, "add the gold-score difference as a margin to the Bradley-Terry loss", (True, False))
     learning_rate: float = _field(5e-4, "AdamW learning rate for the adapter and the score head")
-    epochs: int = _field(1, "passes over the training pairs")
+    epochs: int = _field(2, "passes over the training pairs")
+    trainable_layers: int = _field(8, "train the LoRA weights of only the top N layers (0: all), plus the score "
+                                      "head; a shorter backward pass, as in PPO and DPO")
     batch_size: int = _field(8, "pairs per optimiser step")
     max_length: int = _field(384, "token limit of a conversation; longer pairs are dropped (and counted)")
     save_steps: int = _field(20, "save a resumable checkpoint every this many steps")
     seed: int = _field(0, "seed for the split, initialisation and data order")
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"k_samples": 4, "heldout_fraction": 0.25, "lora_r": 8, "lora_alpha": 16, "epochs": 1,
-                 "batch_size": 4, "max_length": 256, "save_steps": 2},
-        "gpu": {"k_samples": 6, "batch_size": 16, "max_length": 768, "save_steps": 100},
+        # tiny's 32-token answers nearly all fail a gate: only exact ties are dropped, so pairs remain.
+        "tiny": {"k_samples": 4, "heldout_fraction": 0.25, "min_gold_gap": 0.0, "lora_r": 8, "lora_alpha": 16,
+                 "epochs": 1, "trainable_layers": 4, "batch_size": 4, "max_length": 256, "save_steps": 2},
+        "gpu": {"k_samples": 6, "epochs": 1, "trainable_layers": 0, "batch_size": 16, "max_length": 768,
+                "save_steps": 100},
     }
 
     def validate(self) -> None:
@@ -240,6 +253,8 @@ class RewardStageConfig(LoRAStageConfig):
             self._require(getattr(self, name) >= 1, name, "an integer >= 1")
         self._require(self.k_samples >= 2, "k_samples", "an integer >= 2 (a comparison needs two answers)")
         self._require(0.0 < self.heldout_fraction < 0.5, "heldout_fraction", "a number in (0, 0.5)")
+        self._require(0.0 <= self.min_gold_gap < 1.0, "min_gold_gap", "a gold-score difference in [0, 1)")
+        self._require(self.trainable_layers >= 0, "trainable_layers", "an integer >= 0 (0: all layers)")
         self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
 
 

@@ -69,18 +69,24 @@ def sample_and_judge(model, tokenizer, rows: list[dict], *, n_samples: int, log_
     return [done[row["id"]] for row in rows]
 
 
-def best_of_n(rows: list[dict], records: list[dict], threshold: float) -> list[dict]:
-    """Demonstration rows: each prompt's highest-scoring sample, kept if its score >= ``threshold``.
+def best_of_n(rows: list[dict], records: list[dict], threshold: float, per_prompt: int = 1) -> list[dict]:
+    """Demonstration rows: each prompt's ``per_prompt`` highest-scoring distinct samples that score >= ``threshold``.
 
-    Ties go to the earlier sample. A kept row is the prompt row plus ``response`` and ``score``.
+    Rejection sampling: with ``per_prompt=1``, each prompt's best sample. Ties go to the
+    earlier sample; a repeated text counts once. A kept row is the prompt row plus
+    ``response`` and ``score``.
     """
     by_id = {r["id"]: r for r in records}
     demos = []
     for row in rows:
-        samples = by_id[row["id"]]["samples"]
-        best = max(samples, key=lambda s: s["score"])  # max keeps the first of equal scores
-        if best["score"] >= threshold:
-            demos.append({**row, "response": best["text"], "score": best["score"]})
+        ranked = sorted(by_id[row["id"]]["samples"], key=lambda s: -s["score"])  # stable: earlier first on ties
+        kept: list[str] = []
+        for sample in ranked:
+            if len(kept) == per_prompt or sample["score"] < threshold:
+                break
+            if sample["text"].strip() not in kept:
+                kept.append(sample["text"].strip())
+                demos.append({**row, "response": sample["text"], "score": sample["score"]})
     return demos
 
 

@@ -38,13 +38,16 @@ from .config import ModelConfig, RewardStageConfig
 
 SCORE_HEAD_FILE = "score_head.safetensors"
 NORMALISATION_FILE = "normalisation.json"
+BASE_CANDIDATES_FILE = "sft_candidates.jsonl"  # notebook 01's judged base-model answers to the SFT prompts
 
 
-def comparisons_from_samples(rows: list[dict], records: list[dict]) -> tuple[list[dict], Counter]:
-    """All pairs of a prompt's samples with distinct gold scores (chosen = higher), and a tally of what was dropped.
+def comparisons_from_samples(rows: list[dict], records: list[dict], min_gap: float = 0.0) -> tuple[list[dict], Counter]:
+    """All pairs of a prompt's samples whose gold scores differ (chosen = higher), and a tally of what was dropped.
 
     Pairs whose two texts are identical are dropped and counted (``identical``), never
-    trained on; equal scores are ties (``ties``).
+    trained on; equal scores are ties (``ties``); scores that differ by less than
+    ``min_gap`` are ties too (``too_close``): a labeler cannot rank two answers that
+    both failed a quality gate (each scores at most 0.05) by the constraints they met.
     """
     by_id = {r["id"]: r for r in records}
     pairs, tally = [], Counter()
@@ -57,6 +60,9 @@ def comparisons_from_samples(rows: list[dict], records: list[dict]) -> tuple[lis
                 continue
             if a["score"] == b["score"]:
                 tally["ties"] += 1
+                continue
+            if abs(a["score"] - b["score"]) < min_gap - 1e-9:  # tolerance: 0.6 - 0.5 is 0.0999... in floats
+                tally["too_close"] += 1
                 continue
             chosen, rejected = (a, b) if a["score"] > b["score"] else (b, a)
             pairs.append({"id": f"{row['id']}-{i}-{j}", "prompt_id": row["id"], "messages": row["messages"],
@@ -130,6 +136,18 @@ def sample_sft_answers(model_cfg: ModelConfig, data_cfg, k_samples: int, tokeniz
                             seed=data_cfg.seed + 1)
 
 
+def base_candidates(data_dir: str | Path, cfg: RewardStageConfig) -> tuple[list[dict], list[dict]] | None:
+    """(SFT rows, their judged base-model candidates from notebook 01) for ``make_comparisons(extra=...)``,
+    or None when ``cfg.base_comparisons`` is off or the data has no candidates (human comparisons)."""
+    from .dataset import load_split
+    from .files import read_jsonl
+
+    path = Path(data_dir) / BASE_CANDIDATES_FILE
+    if not cfg.base_comparisons or not path.exists():
+        return None
+    return load_split(data_dir, "sft"), read_jsonl(path)
+
+
 @dataclass
 class Comparisons:
     """The reward model's data: all pairs, the tally of what was dropped, and the split by prompt."""
@@ -148,11 +166,18 @@ class Comparisons:
         write_jsonl(Path(folder) / "comparisons_heldout.jsonl", self.heldout)
 
 
-def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cfg: RewardStageConfig) -> Comparisons:
+def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cfg: RewardStageConfig,
+                     extra: tuple[list[dict], list[dict]] | None = None) -> Comparisons:
     """Pairs from the judged SFT answers (``records``) or, with ``records=None``, the rows' human pairs;
-    pairs longer than ``cfg.max_length`` dropped and counted; then split by prompt."""
+    pairs longer than ``cfg.max_length`` dropped and counted; then split by prompt.
+
+    ``extra``: (rows, records) of more judged answers to other prompts, such as notebook
+    01's base-model candidates for the SFT prompts. Their pairs join the training side only
+    (InstructGPT's comparisons also came from several models), so the held-out pairs stay
+    the SFT model's answers to prompts the reward model never saw.
+    """
     if records is not None:
-        pairs, tally = comparisons_from_samples(rows, records)
+        pairs, tally = comparisons_from_samples(rows, records, cfg.min_gold_gap)
     else:
         pairs, tally = comparisons_from_preferences(rows), {"pairs": len(rows)}
     pairs, too_long = drop_overlong(pairs, tokenizer, cfg.max_length)  # TRL would drop them silently
@@ -160,6 +185,11 @@ def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cf
     if not pairs:
         raise RuntimeError("No comparisons left (all tied or too long). Raise K_SAMPLES, or n_rm in notebook 01.")
     train, heldout = split_by_prompt(pairs, cfg.heldout_fraction, cfg.seed)
+    if extra is not None:
+        extra_pairs, _ = comparisons_from_samples(*extra, cfg.min_gold_gap)
+        extra_pairs, _ = drop_overlong(extra_pairs, tokenizer, cfg.max_length)
+        train = train + extra_pairs
+        tally["extra_train_pairs"] = len(extra_pairs)
     return Comparisons(records, pairs, tally, train, heldout)
 
 
@@ -213,6 +243,7 @@ def build_reward_trainer(model, tokenizer, train: list[dict], heldout: list[dict
     from transformers import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
+    from .adapters import train_top_layers
     from .progress import quiet_library_bars
     from .sft import lora_config, match_trainable_dtype
 
@@ -236,6 +267,7 @@ def build_reward_trainer(model, tokenizer, train: list[dict], heldout: list[dict
         peft_config=lora_config(cfg, task_type="SEQ_CLS", modules_to_save=["score"]), callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)
+    train_top_layers(trainer.model, ("default",), cfg.trainable_layers, also=("modules_to_save",))  # + score head
     match_trainable_dtype(trainer.model, compute_dtype)
     return trainer
 
@@ -262,6 +294,24 @@ def score_pairs(model, tokenizer, pairs: list[dict], batch_size: int = 16) -> pd
     table = pd.DataFrame(pairs)
     table["r_chosen"], table["r_rejected"] = chosen, rejected
     return table
+
+
+def score_heldout_answers(model, tokenizer, rows: list[dict], comparisons: Comparisons,
+                          batch_size: int = 16) -> pd.DataFrame:
+    """Every judged SFT answer to a held-out prompt, paired or not, with its gold score and raw reward.
+
+    Columns ``prompt_id``, ``text``, ``gold``, ``reward``. Answers that tie with all the others
+    appear in no pair, yet PPO will meet many like them, so the Spearman correlation is
+    measured on all of them. Empty for human comparisons (no gold score).
+    """
+    if comparisons.records is None:
+        return pd.DataFrame(columns=["prompt_id", "text", "gold", "reward"])
+    held_ids = {p["prompt_id"] for p in comparisons.heldout}
+    answers = [(row, s) for row, rec in zip(rows, comparisons.records) if row["id"] in held_ids for s in rec["samples"]]
+    rewards = score_conversations(model, tokenizer, [row["messages"] + [{"role": "assistant", "content": s["text"]}]
+                                                     for row, s in answers], batch_size)
+    return pd.DataFrame({"prompt_id": [row["id"] for row, _ in answers], "text": [s["text"] for _, s in answers],
+                         "gold": [s["score"] for _, s in answers], "reward": rewards})
 
 
 def pairwise_accuracy(table: pd.DataFrame) -> float:

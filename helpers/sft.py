@@ -43,14 +43,17 @@ def sft_examples(demonstrations: list[dict]) -> list[dict]:
 
 
 def split_train_eval(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """A seeded shuffle, then the first ``ceil(eval_fraction * n)`` (at least 1) held out for evaluation loss."""
-    if len(examples) < 2:
-        raise ValueError(f"need at least 2 demonstrations to hold one out, got {len(examples)}: "
+    """A seeded shuffle of the prompts, then ``round(eval_fraction * prompts)`` (at least 1) held out for
+    evaluation loss, with all their demonstrations: a prompt never sits on both sides."""
+    prompts = list(dict.fromkeys(e["id"] for e in examples))
+    if len(prompts) < 2:
+        raise ValueError(f"need demonstrations for at least 2 prompts to hold one out, got {len(prompts)}: "
                          "lower DataConfig.demo_threshold or raise n_sft in notebook 01")
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: max(1, round(eval_fraction * len(prompts)))])
     shuffled = examples[:]
     random.Random(seed).shuffle(shuffled)
-    n_eval = max(1, round(eval_fraction * len(shuffled)))
-    return shuffled[n_eval:], shuffled[:n_eval]
+    return [e for e in shuffled if e["id"] not in held], [e for e in shuffled if e["id"] in held]
 
 
 def lora_config(cfg, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):

@@ -109,8 +109,10 @@ def train_sft(trainer, stage_path: Path) -> dict:
 
 def train_reward(trainer, stage_path: Path, rows: list[dict], comparisons) -> None:
     """Train (resuming); then, on the main process: normalise on the SFT answers, score the held-out
-    pairs (``heldout_scored.jsonl``), write ``train_summary.json`` and save ``model/``."""
-    from .reward import normalisation, normalisation_conversations, save_reward_model, score_conversations, score_pairs
+    pairs (``heldout_scored.jsonl``) and every held-out answer (``heldout_answers_scored.jsonl``),
+    write ``train_summary.json`` and save ``model/``."""
+    from .reward import (normalisation, normalisation_conversations, save_reward_model, score_conversations,
+                         score_heldout_answers, score_pairs)
 
     seconds = resume_and_train(trainer, stage_path / "checkpoints")
     if trainer.accelerator.is_main_process:
@@ -118,6 +120,8 @@ def train_reward(trainer, stage_path: Path, rows: list[dict], comparisons) -> No
         norm = normalisation(score_conversations(model, tokenizer, normalisation_conversations(rows, comparisons)))
         score_pairs(model, tokenizer, comparisons.heldout).to_json(stage_path / "heldout_scored.jsonl",
                                                                    orient="records", lines=True)
+        score_heldout_answers(model, tokenizer, rows, comparisons).to_json(
+            stage_path / "heldout_answers_scored.jsonl", orient="records", lines=True)
         write_json(stage_path / "train_summary.json", {
             "train_loss": mean_train_loss(trainer), "steps": trainer.state.global_step,
             "train_seconds_this_session": round(seconds, 1),
@@ -214,8 +218,8 @@ def run_sft(profile: str, run_dir: Path) -> None:
 
 def run_reward(profile: str, run_dir: Path) -> None:
     from .dataset import load_split
-    from .reward import (build_reward_trainer, load_reward_base, make_comparisons, sample_sft_answers,
-                         unsampled_prompts)
+    from .reward import (base_candidates, build_reward_trainer, load_reward_base, make_comparisons,
+                         sample_sft_answers, unsampled_prompts)
 
     model_cfg, data_cfg, metas = _inputs(run_dir, "sft")
     cfg = RewardStageConfig.from_profile(profile)
@@ -238,7 +242,7 @@ def run_reward(profile: str, run_dir: Path) -> None:
                 f"--profile {profile} --run-dir {run_dir}, which then also trains); then launch again.")
         records = sample_sft_answers(model_cfg, data_cfg, cfg.k_samples, tokenizer, rows, samples_log,
                                      run_dir / metas["sft"]["adapter"])
-    comparisons = make_comparisons(rows, records, tokenizer, cfg)
+    comparisons = make_comparisons(rows, records, tokenizer, cfg, extra=base_candidates(run_dir / "data", cfg))
     if state.is_main_process:
         comparisons.save(stage.path)
     state.print(f"{comparisons.tally}; train {len(comparisons.train)} pairs, held out {len(comparisons.heldout)}")

@@ -80,8 +80,61 @@ def test_notebook_01_builds_the_dataset(tiny_run):
 
     text, mimes = _outputs(tiny_run / "notebooks" / "01_instruction_data.ipynb")
     assert f"mean gold score on {cfg.n_eval} evaluation prompts: {base['mean_gold']:.3f}" in text
-    assert f"Kept {cfg.n_sft} demonstrations for {cfg.n_sft} SFT prompts" in text
+    assert f"Kept {cfg.n_sft} demonstrations for {cfg.n_sft} of {cfg.n_sft} SFT prompts" in text
     assert mimes.count("application/vnd.plotly.v1+json") >= 2  # pass-rate bars, best-of-N histogram
+
+
+@pytest.mark.notebook
+def test_notebook_02_fine_tunes_and_compares_with_the_base_model(tiny_run):
+    from helpers.config import DataConfig
+
+    n_eval = DataConfig.from_profile("tiny").n_eval
+    sft = tiny_run / "sft"
+    meta = read_json(sft / "meta.json")
+    assert meta["demonstrations"] == DataConfig.from_profile("tiny").n_sft
+    train = meta["train"]
+    assert train["steps"] >= 1 and train["train_examples"] + train["eval_examples"] == meta["demonstrations"]
+    assert (sft / "adapter" / "adapter_model.safetensors").exists() and (sft / "adapter" / "adapter_config.json").exists()
+    for name in ("base", "SFT"):
+        row = meta["eval"][name]
+        assert 0.0 <= row["ci95_low"] <= row["mean_gold"] <= row["ci95_high"] <= 1.0
+    samples = [json.loads(line) for line in (sft / "sft_eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == n_eval
+    assert meta["eval"]["SFT"]["mean_gold"] == pytest.approx(sum(r["samples"][0]["score"] for r in samples) / n_eval)
+
+    text, mimes = _outputs(tiny_run / "notebooks" / "02_supervised_finetuning.ipynb")
+    assert "Trained on:" in text and "Ignored:" in text  # the loss mask, shown on one example
+    assert mimes.count("application/vnd.plotly.v1+json") >= 2  # loss curves, pass-rate bars
+
+
+@pytest.mark.notebook
+def test_notebook_03_trains_and_diagnoses_the_reward_model(tiny_run):
+    from helpers.config import RewardStageConfig
+
+    cfg = RewardStageConfig.from_profile("tiny")
+    reward = tiny_run / "reward"
+    meta = read_json(reward / "meta.json")
+    train = [json.loads(line) for line in (reward / "comparisons_train.jsonl").read_text().splitlines()]
+    heldout = [json.loads(line) for line in (reward / "comparisons_heldout.jsonl").read_text().splitlines()]
+    assert (meta["train_pairs"], meta["heldout_pairs"]) == (len(train), len(heldout)) and heldout
+    rm_train = {p["prompt_id"] for p in train if "-rm-" in p["prompt_id"]}
+    assert rm_train.isdisjoint({p["prompt_id"] for p in heldout})
+    assert all("-sft-" in p["prompt_id"] for p in train if "-rm-" not in p["prompt_id"])  # base candidates' pairs
+    assert sum("-sft-" in p["prompt_id"] for p in train) == meta["comparisons"]["extra_train_pairs"]
+    assert all(p["chosen_score"] > p["rejected_score"] and p["chosen"] != p["rejected"] for p in train + heldout)
+    for name in ("adapter/adapter_model.safetensors", "score_head.safetensors", "normalisation.json"):
+        assert (reward / "model" / name).exists(), name
+    assert meta["normalisation"]["n"] == cfg.k_samples * len(rm_train) and meta["normalisation"]["scale"] > 0
+    diagnostics = meta["diagnostics"]
+    assert diagnostics["heldout_pairs"] == len(heldout) and 0.0 <= diagnostics["heldout_accuracy"] <= 1.0
+    held_prompts = {p["prompt_id"] for p in heldout}
+    assert diagnostics["heldout_answers"] == cfg.k_samples * len(held_prompts)  # every answer, paired or not
+    assert -1.0 <= diagnostics["spearman_reward_gold"] <= 1.0
+
+    text, mimes = _outputs(tiny_run / "notebooks" / "03_reward_model.ipynb")
+    assert f"train {len(train)} pairs, held out {len(heldout)} pairs" in text
+    assert "heldout_accuracy" in text and "spearman_reward_gold" in text
+    assert mimes.count("application/vnd.plotly.v1+json") >= 2  # loss curve, reward histogram
 
 
 @pytest.mark.notebook

@@ -29,6 +29,29 @@ def test_comparisons_pair_every_distinct_score_and_count_ties_and_duplicates():
     assert p3 == {("hi", "lo"), ("mid", "lo"), ("hi", "mid")}
 
 
+def test_comparisons_closer_than_min_gap_are_ties():
+    records = [_record("p0", ("a", 0.5), ("b", 0.05), ("c", 0.02)),  # (a,b) (a,c) kept; (b,c) too close
+               _record("p1", ("x", 0.0), ("y", 0.1), ("z", 1.0))]  # a gap of exactly 0.1 is a comparison
+    pairs, tally = comparisons_from_samples(ROWS[:2], records, min_gap=0.1)
+    assert tally == {"pairs": 5, "too_close": 1}
+    assert {(p["chosen"], p["rejected"]) for p in pairs} == {("a", "b"), ("a", "c"), ("y", "x"), ("z", "x"), ("z", "y")}
+    assert comparisons_from_samples(ROWS[:2], records)[1] == {"pairs": 6}  # min_gap 0: only equal scores tie
+
+
+def test_extra_comparisons_train_only_and_heldout_stays_on_the_main_prompts(tokenizer):
+    from helpers.reward import make_comparisons
+
+    records = [_record(f"p{i}", (f"good answer {i}", 1.0), (f"bad answer {i}", 0.0)) for i in range(4)]
+    extra_rows = [{"id": f"s{i}", "messages": [{"role": "user", "content": f"Name shape {i}."}]} for i in range(3)]
+    extra_records = [_record(f"s{i}", (f"a circle {i}", 0.5), (f"no {i}", 0.0), (f"nope {i}", 0.02)) for i in range(3)]
+    cfg = RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, heldout_fraction=0.25)
+    comparisons = make_comparisons(ROWS, records, tokenizer, cfg, extra=(extra_rows, extra_records))
+    assert comparisons.tally["extra_train_pairs"] == 6  # 2 per shape prompt; (no, nope) is a near-tie
+    assert len(comparisons.heldout) == 1 and comparisons.heldout[0]["prompt_id"].startswith("p")
+    assert sum(p["prompt_id"].startswith("s") for p in comparisons.train) == 6
+    assert len(comparisons.pairs) == 4  # the main prompts' pairs only
+
+
 def test_split_by_prompt_keeps_each_prompts_pairs_together():
     pairs = [{"prompt_id": f"p{i}", "id": f"p{i}-{j}"} for i in range(10) for j in range(3)]
     train, held = split_by_prompt(pairs, 0.2, seed=0)
@@ -99,6 +122,20 @@ def test_tiny_reward_training_learns_the_preference(reward_run, tokenizer):
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses[-1] < fresh_loss - 0.1
     assert pairwise_accuracy(score_pairs(trainer.model.eval(), tokenizer, PAIRS)) == 1.0
+
+
+@pytest.mark.model
+def test_reward_training_updates_only_the_top_layers_and_the_head(reward_run):
+    from helpers.adapters import layer_index
+
+    trainer, _, _ = reward_run
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    layers = {layer_index(n) for n in trainable} - {None}
+    top = max(layer_index(n) for n, _ in trainer.model.named_parameters() if layer_index(n) is not None)
+    assert layers == set(range(top - 3, top + 1))  # tiny profile: trainable_layers = 4
+    assert any("score.modules_to_save" in n for n in trainable)
+    lower_lora_b = [p for n, p in trainer.model.named_parameters() if "lora_B" in n and layer_index(n) < top - 3]
+    assert lower_lora_b and all(torch.count_nonzero(p) == 0 for p in lower_lora_b)  # frozen at their zero start
 
 
 @pytest.mark.model

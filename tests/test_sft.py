@@ -28,8 +28,15 @@ def test_split_train_eval_is_seeded_and_disjoint():
     assert (len(train), len(held)) == (5, 1)
     assert {e["id"] for e in train}.isdisjoint({e["id"] for e in held})
     assert split_train_eval(examples, 0.2, seed=1) == (train, held)
-    with pytest.raises(ValueError, match="at least 2 demonstrations"):
+    with pytest.raises(ValueError, match="at least 2 prompts"):
         split_train_eval(examples[:1], 0.2, seed=0)
+
+
+def test_split_train_eval_keeps_a_prompts_demonstrations_together():
+    examples = sft_examples(DEMOS + [{**d, "response": d["response"] + " Truly."} for d in DEMOS])  # 2 per prompt
+    train, held = split_train_eval(examples, 0.2, seed=1)
+    assert (len(train), len(held)) == (10, 2)
+    assert {e["id"] for e in train}.isdisjoint({e["id"] for e in held})
 
 
 @pytest.fixture(scope="module")

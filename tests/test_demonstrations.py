@@ -1,0 +1,28 @@
+"""Demonstrations by rejection sampling: which judged candidates become SFT examples."""
+
+from helpers.demonstrations import best_of_n
+
+ROWS = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Describe bird {i}."}]} for i in range(3)]
+
+
+def _record(row_id, *scored):
+    return {"id": row_id, "samples": [{"text": t, "score": s} for t, s in scored]}
+
+
+RECORDS = [_record("p0", ("ok", 0.5), ("best", 1.0), ("also best", 1.0), ("poor", 0.1)),
+           _record("p1", ("same", 0.6), ("same ", 0.6), ("low", 0.2)),  # one text twice (whitespace aside)
+           _record("p2", ("bad", 0.0), ("worse", 0.0))]  # nothing reaches the threshold
+
+
+def test_best_of_n_keeps_each_prompts_best_answer_above_the_threshold():
+    demos = best_of_n(ROWS, RECORDS, threshold=0.3)
+    assert [(d["id"], d["response"], d["score"]) for d in demos] == [("p0", "best", 1.0), ("p1", "same", 0.6)]
+    assert demos[0]["messages"] == ROWS[0]["messages"]  # the prompt row travels with its answer
+
+
+def test_best_of_n_keeps_several_distinct_good_answers_best_first():
+    demos = best_of_n(ROWS, RECORDS, threshold=0.3, per_prompt=3)
+    assert [(d["id"], d["response"]) for d in demos] == [("p0", "best"), ("p0", "also best"), ("p0", "ok"),
+                                                         ("p1", "same")]
+    assert [d["response"] for d in best_of_n(ROWS, RECORDS, threshold=0.3, per_prompt=2)] == ["best", "also best",
+                                                                                               "same"]
