@@ -118,13 +118,16 @@ def brevity(rows, texts):
 
 
 def test_ppo_raises_a_toy_reward(ppo_inputs, model_config, tokenizer, tmp_path):
-    """No KL penalty, a reward for brevity: a few iterations must raise it clearly (measured: 0.11 -> 0.66)."""
+    """No KL penalty, a reward for brevity: three iterations must raise it clearly (measured: 0.13 -> 0.35 -> 0.51).
+
+    16 answers per iteration: with 8 the batch mean was too noisy to show the rise reliably
+    (0.11, 0.07, 0.03, 0.36 over four iterations on one SFT adapter)."""
     from helpers.config import PPOStageConfig
     from helpers.ppo import train_ppo
 
     _, _, _, rows = ppo_inputs
     roles = load_roles_for(ppo_inputs, model_config, tokenizer, trainable_layers=8)
-    cfg = PPOStageConfig.from_profile("tiny", iterations=4, batch_size=8, minibatch_size=4, ppo_epochs=4,
+    cfg = PPOStageConfig.from_profile("tiny", iterations=3, batch_size=16, minibatch_size=8, ppo_epochs=4,
                                       max_new_tokens=12, learning_rate=1e-2, kl_coef=0.0, max_approx_kl=0.0,
                                       no_eos_score=0.0, save_every=100, snapshot_every=100, trainable_layers=8)
     metrics = train_ppo(roles, tokenizer, rows, cfg, tmp_path, reward_fn=brevity, progress=False)
