@@ -35,7 +35,7 @@ from .adapters import reward_scores, switch_adapter
 from .demonstrations import sample_and_judge
 from .files import read_jsonl
 from .generation import render_prompts
-from .stats import bootstrap_mean_ci, win_rate
+from .stats import bootstrap_mean_ci, spearman, win_rate, within_prompt_agreement, within_prompt_spearman
 
 
 def records_for(rows: list[dict], path) -> list[dict]:
@@ -108,6 +108,38 @@ def best_of_n_choice(rewards: list[list[float]], n: int) -> list[int]:
     if short:
         raise ValueError(f"best-of-{n}: prompt {short[0]} has only {len(rewards[short[0]])} answers")
     return [int(np.argmax(r[:n])) for r in rewards]
+
+
+def reward_model_check(records: list[dict], rewards: list[list[float]], min_gap: float) -> dict:
+    """The reward model judged on a pool of judged answers: n answers to each of many fresh prompts.
+
+    ``records[i]["samples"]`` are prompt i's answers with their gold ``score``; ``rewards[i]``
+    their reward-model scores. Returns:
+
+    * ``pairwise_accuracy`` over every same-prompt pair whose gold scores differ by at least
+      ``min_gap`` (notebook 03's tie rule), and ``pairs``;
+    * ``spearman`` over all answers pooled, and ``spearman_within_prompt`` (the mean over prompts;
+      a Bradley-Terry model is only identified up to a per-prompt constant, see
+      ``helpers.stats.within_prompt_spearman``);
+    * ``gold_mean`` (a random pick), ``gold_top_reward`` (the reward model's pick, = best-of-n)
+      and ``gold_best`` (the labeler's own pick): how much of the room above a random answer the
+      reward model's choice takes.
+    """
+    prompt_ids, gold, reward = [], [], []
+    for record, scores in zip(records, rewards, strict=True):
+        if len(scores) != len(record["samples"]):
+            raise ValueError(f"prompt {record['id']}: {len(record['samples'])} answers but {len(scores)} rewards")
+        for sample, score in zip(record["samples"], scores):
+            prompt_ids.append(record["id"])
+            gold.append(sample["score"])
+            reward.append(score)
+    accuracy, n_pairs = within_prompt_agreement(prompt_ids, gold, reward, min_gap)
+    choice = [int(np.argmax(scores)) for scores in rewards]
+    return {"prompts": len(records), "answers": len(gold), "pairs": n_pairs, "pairwise_accuracy": accuracy,
+            "spearman": spearman(reward, gold), "spearman_within_prompt": within_prompt_spearman(prompt_ids, reward, gold),
+            "gold_mean": float(np.mean(gold)),
+            "gold_top_reward": float(np.mean([r["samples"][k]["score"] for r, k in zip(records, choice)])),
+            "gold_best": float(np.mean([max(s["score"] for s in r["samples"]) for r in records]))}
 
 
 def pick_samples(records: list[dict], choice: list[int]) -> list[dict]:

@@ -133,6 +133,14 @@ def _summary_lines(info: dict) -> list[str]:
             lines.append(f"- PPO (final) vs SFT: {measure} {ppo[measure]:.3f} vs {sft[measure]:.3f} "
                          f"({ppo[measure] - sft[measure]:+.3f}); PPO wins {ppo['win_rate_vs_sft']:.0%} of prompts; "
                          f"KL to SFT {ppo['kl']:.2f} nats")
+        check = eval_meta.get("reward_model_check")
+        if check:
+            num = lambda key, spec=".2f": "n/a" if check.get(key) is None else format(check[key], spec)  # noqa: E731
+            lines.append(f"- reward model on {check['answers']} fresh SFT answers ({check['prompts']} prompts): "
+                         f"pairwise accuracy {num('pairwise_accuracy')} ({check['pairs']} pairs), Spearman "
+                         f"{num('spearman')} pooled, {num('spearman_within_prompt')} within prompt; gold of its "
+                         f"favourite {num('gold_top_reward', '.3f')} vs {num('gold_mean', '.3f')} at random and "
+                         f"{num('gold_best', '.3f')} for the labeler's favourite")
         if measure == "reward":
             lines.append("- no gold judge on real data: contenders are compared by reward-model score")
     return lines

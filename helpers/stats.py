@@ -37,3 +37,44 @@ def win_rate(scores, baseline_scores) -> float:
     if not pairs:
         raise ValueError("win_rate needs at least one pair of scores")
     return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs)
+
+
+def within_prompt_spearman(prompt_ids, x, y) -> float:
+    """The mean, over prompts, of the Spearman correlation of ``x`` and ``y`` among that prompt's answers.
+
+    A Bradley-Terry reward model sees only differences r(x, y_w) - r(x, y_l) between answers
+    to the same prompt, so adding any constant c(x) to all of a prompt's rewards leaves its
+    loss unchanged: the reward is identified within a prompt, not across prompts. The plain
+    (pooled) Spearman also asks the model to rank answers to *different* prompts against each
+    other; this one asks only what the loss can teach. Prompts where either score is constant
+    (fewer than two distinct values) have no ranking and are left out; NaN if none is left.
+    """
+    import pandas as pd
+
+    table = pd.DataFrame({"prompt": list(prompt_ids), "x": list(x), "y": list(y)})
+    per_prompt = [spearman(group["x"], group["y"]) for _, group in table.groupby("prompt", sort=False)]
+    per_prompt = [rho for rho in per_prompt if rho == rho]  # drop NaN
+    return float(sum(per_prompt) / len(per_prompt)) if per_prompt else float("nan")
+
+
+def within_prompt_agreement(prompt_ids, gold, reward, min_gap: float = 0.0) -> tuple[float, int]:
+    """(share, n): over every pair of answers to the same prompt whose ``gold`` scores differ by
+    more than ``min_gap`` (strictly; a gap of exactly ``min_gap`` counts too when ``min_gap > 0``),
+    the share that ``reward`` orders the same way (a reward tie counts as wrong), and the number of
+    such pairs. This is pairwise accuracy on every comparison a labeler could make, not only
+    those sampled for training.
+    """
+    import pandas as pd
+
+    table = pd.DataFrame({"prompt": list(prompt_ids), "gold": list(gold), "reward": list(reward)})
+    right = total = 0
+    for _, group in table.groupby("prompt", sort=False):
+        g, r = group["gold"].to_numpy(dtype=float), group["reward"].to_numpy(dtype=float)
+        gold_diff = g[:, None] - g[None, :]  # (k, k): row answer minus column answer
+        reward_diff = r[:, None] - r[None, :]
+        counted = (gold_diff >= min_gap) & (gold_diff > 0) if min_gap > 0 else gold_diff > 0  # each pair once
+        right += int((reward_diff[counted] > 0).sum())
+        total += int(counted.sum())
+    if total == 0:
+        return float("nan"), 0
+    return right / total, total

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers.evaluation import (answers_table, batches_by_length, best_of_n_choice, best_of_n_kl, pass_rate_matrix,
-                                pick_samples, summarize)
+                                pick_samples, reward_model_check, summarize)
 from helpers.files import write_json, write_jsonl
 
 
@@ -81,6 +81,21 @@ def test_pass_rate_matrix_counts_each_kind_per_contender():
     assert matrix.loc["SFT"].tolist() == [0.5, 0.0] and matrix.loc["PPO"].tolist() == [1.0, 1.0]
 
 
+def test_reward_model_check_on_a_literal_pool():
+    records = [{"id": "a", "samples": [_sample("x", 0.0), _sample("y", 1.0), _sample("z", 0.5)]},
+               {"id": "b", "samples": [_sample("u", 0.02), _sample("v", 0.0), _sample("w", 0.33)]}]
+    rewards = [[0.1, 0.9, 0.95], [5.0, -1.0, 4.0]]
+    check = reward_model_check(records, rewards, min_gap=0.1)
+    # a: (y > x) right, (z > x) right, (y > z) wrong; b: (w > u) wrong, (w > v) right; u vs v is a tie
+    assert check["pairs"] == 5 and check["pairwise_accuracy"] == pytest.approx(3 / 5)
+    assert check["gold_top_reward"] == pytest.approx((0.5 + 0.02) / 2)  # z and u are its favourites
+    assert check["gold_best"] == pytest.approx((1.0 + 0.33) / 2)
+    assert check["gold_mean"] == pytest.approx(1.85 / 6)
+    assert check["spearman_within_prompt"] == pytest.approx((0.5 + 0.5) / 2)
+    with pytest.raises(ValueError, match="prompt b: 3 answers but 2 rewards"):
+        reward_model_check(records, [rewards[0], rewards[1][:2]], min_gap=0.1)
+
+
 def _fake_run(run_dir):
     """A run folder with the metas notebook 04 and 06 write, no models."""
     write_json(run_dir / "run.json", {"profile": "tiny", "run_dir": str(run_dir), "status": "finished",
@@ -95,8 +110,10 @@ def _fake_run(run_dir):
                                 "kl": 2.5, "win_rate_vs_sft": 0.625}}
     curve = [{"family": "PPO checkpoints", "label": "SFT", "iteration": 0, "kl": 0.0, "gold": 0.25, "reward": 0.0},
              {"family": "best-of-n", "label": "n=2", "iteration": None, "kl": 0.19, "gold": 0.3, "reward": 0.6}]
+    check = {"prompts": 2, "answers": 8, "pairs": 5, "pairwise_accuracy": 0.8, "spearman": 0.25,
+             "spearman_within_prompt": None, "gold_mean": 0.1, "gold_top_reward": 0.2, "gold_best": 0.5}
     write_json(run_dir / "eval" / "meta.json", {"finished": "t2", "measure": "gold", "headline": headline,
-                                                "curve": curve})
+                                                "curve": curve, "reward_model_check": check})
 
 
 def test_report_from_a_run_folder(tmp_path):
@@ -110,6 +127,8 @@ def test_report_from_a_run_folder(tmp_path):
     assert page.count("Plotly.newPlot") == 3  # PPO curves, headline bars, over-optimisation curve
     assert "| PPO (final) | 4 | 0.375 |" in summary
     assert "PPO (final) vs SFT: gold 0.375 vs 0.250 (+0.125); PPO wins 62% of prompts; KL to SFT 2.50 nats" in summary
+    assert ("reward model on 8 fresh SFT answers (2 prompts): pairwise accuracy 0.80 (5 pairs), Spearman 0.25 "
+            "pooled, n/a within prompt; gold of its favourite 0.200 vs 0.100 at random and 0.500") in summary
     stages = stage_table({"run": {"notebooks": {"04_ppo.ipynb": {"seconds": 120.0}}},
                           "metas": {"ppo": {"finished": "t1", "memory": {"peak_rss_mb": 2048.0}}}})
     assert stages.loc["ppo", "minutes"] == "2.0" and stages.loc["ppo", "peak_rss_gb"] == "2.00"

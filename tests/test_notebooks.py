@@ -8,7 +8,8 @@ import subprocess
 import nbformat
 import pytest
 
-from helpers.files import read_json, sha256
+from helpers.files import read_json, read_jsonl, sha256
+from helpers.stats import within_prompt_spearman
 from helpers.runner import workbook_notebooks
 
 from .conftest import REPO_ROOT
@@ -130,6 +131,10 @@ def test_notebook_03_trains_and_diagnoses_the_reward_model(tiny_run):
     held_prompts = {p["prompt_id"] for p in heldout}
     assert diagnostics["heldout_answers"] == cfg.k_samples * len(held_prompts)  # every answer, paired or not
     assert -1.0 <= diagnostics["spearman_reward_gold"] <= 1.0
+    answers = read_jsonl(reward / "heldout_answers_scored.jsonl")
+    within = within_prompt_spearman([a["prompt_id"] for a in answers], [a["reward"] for a in answers],
+                                    [a["gold"] for a in answers])
+    assert diagnostics["spearman_within_prompt"] == pytest.approx(within, nan_ok=True)
 
     text, mimes = _outputs(tiny_run / "notebooks" / "03_reward_model.ipynb")
     assert f"train {len(train)} pairs, held out {len(heldout)} pairs" in text

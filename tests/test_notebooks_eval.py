@@ -56,6 +56,26 @@ def test_notebook_06_evaluates_every_contender(tiny_run):
     assert set(meta["pass_rates"]) == set(CONTENDERS) and all(set(v) <= kinds for v in meta["pass_rates"].values())
 
 
+def test_notebook_06_checks_the_reward_model_on_the_best_of_n_pool(tiny_run):
+    from helpers.stats import within_prompt_agreement
+
+    meta = read_json(tiny_run / "eval" / "meta.json")
+    check, n_max = meta["reward_model_check"], max(meta["config"]["eval"]["best_of"])
+    pool = read_jsonl(tiny_run / "eval" / f"samples_sft_x{n_max}.jsonl")
+    gold = [[s["score"] for s in r["samples"]] for r in pool]
+    assert check["prompts"] == len(pool) and check["answers"] == n_max * len(pool)
+    min_gap = read_json(tiny_run / "reward" / "meta.json")["config"]["reward"]["min_gold_gap"]
+    _, pairs = within_prompt_agreement([r["id"] for r in pool for _ in r["samples"]], sum(gold, []),
+                                       [0.0] * check["answers"], min_gap)
+    assert check["pairs"] == pairs  # which pairs count depends on the gold scores alone
+    assert check["gold_mean"] == pytest.approx(sum(map(sum, gold)) / check["answers"])
+    assert check["gold_best"] == pytest.approx(sum(map(max, gold)) / len(pool))
+    assert check["gold_top_reward"] == pytest.approx(meta["headline"][f"best-of-{n_max}"]["gold"])  # the same pick
+    assert check["gold_mean"] - 1e-9 <= check["gold_best"] and check["gold_top_reward"] <= check["gold_best"] + 1e-9
+    if pairs:
+        assert 0.0 <= check["pairwise_accuracy"] <= 1.0
+
+
 def test_the_run_ends_with_a_report(tiny_run):
     record = read_json(tiny_run / "run.json")
     page = (tiny_run / "report.html").read_text()
@@ -66,3 +86,5 @@ def test_the_run_ends_with_a_report(tiny_run):
     assert f"| PPO (final) | {int(ppo['prompts'])} | {ppo['gold']:.3f} |" in summary
     for stage in ("data", "sft", "reward", "ppo", "dpo", "eval"):
         assert f"| {stage} |" in summary
+    check = read_json(tiny_run / "eval" / "meta.json")["reward_model_check"]
+    assert f"reward model on {check['answers']} fresh SFT answers ({check['prompts']} prompts)" in summary
