@@ -58,11 +58,11 @@ def within_prompt_spearman(prompt_ids, x, y) -> float:
 
 
 def within_prompt_agreement(prompt_ids, gold, reward, min_gap: float = 0.0) -> tuple[float, int]:
-    """(share, n): over every pair of answers to the same prompt whose ``gold`` scores differ by
-    more than ``min_gap`` (strictly; a gap of exactly ``min_gap`` counts too when ``min_gap > 0``),
-    the share that ``reward`` orders the same way (a reward tie counts as wrong), and the number of
-    such pairs. This is pairwise accuracy on every comparison a labeler could make, not only
-    those sampled for training.
+    """(share, n): over every pair of answers to the same prompt whose ``gold`` scores differ, by at
+    least ``min_gap`` (notebook 03's tie rule, with the same 1e-9 float tolerance), the share that
+    ``reward`` orders the same way (a reward tie counts as wrong), and the number of such pairs.
+    This is pairwise accuracy on every comparison a labeler could make, not only those sampled
+    for training.
     """
     import pandas as pd
 
@@ -72,7 +72,7 @@ def within_prompt_agreement(prompt_ids, gold, reward, min_gap: float = 0.0) -> t
         g, r = group["gold"].to_numpy(dtype=float), group["reward"].to_numpy(dtype=float)
         gold_diff = g[:, None] - g[None, :]  # (k, k): row answer minus column answer
         reward_diff = r[:, None] - r[None, :]
-        counted = (gold_diff >= min_gap) & (gold_diff > 0) if min_gap > 0 else gold_diff > 0  # each pair once
+        counted = (gold_diff > 0) & (gold_diff >= min_gap - 1e-9)  # each pair once, higher gold first
         right += int((reward_diff[counted] > 0).sum())
         total += int(counted.sum())
     if total == 0:

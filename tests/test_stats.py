@@ -33,6 +33,7 @@ def test_within_prompt_agreement_counts_each_pair_once_and_respects_the_gap():
     assert within_prompt_agreement(prompts, gold, reward) == (pytest.approx(2 / 4), 4)
     assert within_prompt_agreement(prompts, gold, reward, min_gap=0.1) == (pytest.approx(2 / 3), 3)
     assert within_prompt_agreement(prompts, gold, reward, min_gap=0.5) == (pytest.approx(2 / 3), 3)  # 0.5 counts
+    assert within_prompt_agreement(["a", "a"], [0.5, 0.6], [0.0, 1.0], min_gap=0.1) == (1.0, 1)  # 0.0999... in floats
 
 
 def test_within_prompt_agreement_counts_reward_ties_as_wrong_and_nan_without_pairs():
