@@ -1,6 +1,7 @@
-"""Our PPO loop (helpers/ppo.py) against TRL 0.29.1's PPOTrainer on CPU: episodes per second and peak memory.
+"""Our PPO loop (helpers/ppo.py) against TRL 0.29.1's PPOTrainer: episodes per second and peak memory.
 
-    .venv/bin/python benchmarks/ppo_vs_trl.py --iterations 3 [--which both|ours|trl] [--out results.json]
+    .venv/bin/python benchmarks/ppo_vs_trl.py --iterations 3 [--which both|ours|trl] [--device auto|cpu|cuda]
+                                              [--out results.json]
 
 Both sides start from the same base model (the run's, 4-bit NF4 for the policy), the same prompts (the first
 batch_size x iterations of the run's ``ppo`` split, rendered with the chat template), batch size
@@ -26,6 +27,11 @@ Ours stops an iteration's update early when approx KL exceeds ``max_approx_kl`` 
 the table shows the gradient steps taken, and ``--max-approx-kl 0`` makes both sides take them all.
 "peak RSS" is ``ru_maxrss`` of the child at its end (model loading included); "loop peak" is the
 high-water mark of the loop alone (``/proc/self/clear_refs`` resets it before the loop; Linux).
+On a CUDA GPU (``--device auto`` picks it when torch sees one; ``cpu`` forces the CPU) the 4-bit
+layers of both sides compute in bfloat16. Ours keeps everything in bfloat16; TRL keeps float32
+weights outside its 4-bit layers and float32 value and reward models, without mixed precision
+(``trl_config_kwargs`` says why). The table then adds peak GPU memory (``torch.cuda.max_memory_allocated``:
+the whole child, and the loop alone after ``reset_peak_memory_stats``).
 Quick smoke run: ``--iterations 1 --batch-size 4 --response-length 8``.
 """
 
@@ -99,7 +105,7 @@ def _load_inputs(args):
 
     run = Path(args.run_dir)
     meta = json.loads((run / "data" / "meta.json").read_text())
-    model_cfg = ModelConfig(**meta["config"]["model"])
+    model_cfg = ModelConfig(**{**meta["config"]["model"], "device": args.device})
     tokenizer = load_tokenizer(model_cfg)
     prompts = load_split(run / "data", "ppo")
     needed = args.batch_size * args.iterations
@@ -108,8 +114,43 @@ def _load_inputs(args):
     return model_cfg, tokenizer, prompts[:needed]
 
 
+def _gpu_mb(measure: str) -> float | None:
+    """``torch.cuda.<measure>()`` in MB, or None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(getattr(torch.cuda, measure)() / 2**20, 1)
+
+
+def _start_loop_peaks() -> bool:
+    """Reset the RSS high-water mark and, on CUDA, the GPU's peak-memory counter before the timed loop."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    return _reset_peak_rss()
+
+
+def _end_loop(device: str) -> float:
+    """perf_counter() once queued GPU work is done (timings must not stop at an asynchronous launch)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
 def _finish(result: dict, stdout) -> None:
     result["peak_rss_mb"] = _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # Linux: kilobytes
+    result["gpu_name"] = _gpu_name()
     stdout.write(json.dumps({RESULT_KEY: result}) + "\n")
     stdout.flush()
 
@@ -135,15 +176,17 @@ def child_ours(args, stdout) -> None:
     t_load = time.perf_counter()
     roles = load_ppo_roles(model_cfg, run / "sft" / "adapter", run / "reward" / "model", tokenizer.pad_token_id,
                            trainable_layers=cfg.trainable_layers)
+    device = next(roles.model.parameters()).device.type
     load_seconds = time.perf_counter() - t_load
-    rss_loaded = _status_kb("VmRSS")
-    loop_peak_ok = _reset_peak_rss()
+    rss_loaded, gpu_loaded = _status_kb("VmRSS"), _gpu_mb("memory_allocated")
+    gpu_load_peak = _gpu_mb("max_memory_allocated")
+    loop_peak_ok = _start_loop_peaks()
     with tempfile.TemporaryDirectory(prefix="ppo-bench-ours-") as stage_dir:
         start = time.perf_counter()
         metrics = train_ppo(roles, tokenizer, prompts, cfg, stage_dir,
                             reward_fn=lambda rows, texts: reward_model_scores(roles, tokenizer, rows, texts),
                             progress=False)
-        seconds = time.perf_counter() - start
+        seconds = _end_loop(device) - start
     loop_peak = _status_kb("VmHWM") if loop_peak_ok else None
     episodes = len(metrics) * cfg.batch_size
     phases = {name: round(sum(row[f"time_{name}"] for row in metrics), 3) for name in ("rollout", "score", "update")}
@@ -151,6 +194,8 @@ def child_ours(args, stdout) -> None:
         "impl": "ours", "versions": _versions(), "config": cfg.to_dict(),
         "episodes": episodes, "train_seconds": round(seconds, 3), "episodes_per_second": episodes / seconds,
         "load_seconds": round(load_seconds, 2), "rss_after_load_mb": _mb(rss_loaded), "loop_peak_rss_mb": _mb(loop_peak),
+        "device": device, "gpu_after_load_mb": gpu_loaded, "gpu_loop_peak_mb": _gpu_mb("max_memory_allocated"),
+        "gpu_load_peak_mb": gpu_load_peak,
         "phase_seconds": phases,
         "iteration_seconds": [round(row["time_rollout"] + row["time_score"] + row["time_update"], 3) for row in metrics],
         "gradient_steps": sum(row["gradient_steps"] for row in metrics),
@@ -165,8 +210,14 @@ def child_ours(args, stdout) -> None:
 # Child: TRL
 # --------------------------------------------------------------------------------------------
 
-def trl_config_kwargs(args, output_dir: str) -> dict:
-    """The PPOConfig of the TRL side (printed by the parent; mirrors our PPOStageConfig where TRL has the knob)."""
+def trl_config_kwargs(args, output_dir: str, device: str = "cpu") -> dict:
+    """The PPOConfig of the TRL side (printed by the parent; mirrors our PPOStageConfig where TRL has the knob).
+
+    ``bf16`` stays off on the GPU too: TRL 0.29.1 with ``bf16=True`` and a 4-bit peft policy casts the
+    output layer to bfloat16 and the norms to float32 (``peft_module_casting_to_bf16``), then generates
+    outside autocast and fails ("expected scalar type Float but found BFloat16", seen on an H100). So on
+    the GPU its policy keeps float32 weights outside the 4-bit layers, whose matmuls compute in bf16.
+    """
     return {
         "output_dir": output_dir,
         "per_device_train_batch_size": args.batch_size,  # episodes per iteration (world size 1)
@@ -196,7 +247,7 @@ def trl_config_kwargs(args, output_dir: str) -> dict:
         "save_strategy": "no",
         "report_to": "none",
         "logging_steps": 1,
-        "use_cpu": True,
+        "use_cpu": device != "cuda",
         "bf16": False,
         "fp16": False,
         "gradient_checkpointing": False,  # ours does not checkpoint activations either
@@ -216,11 +267,12 @@ def child_trl(args, stdout) -> None:
     import trl
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForSequenceClassification, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     from helpers.generation import render_prompts
-    from helpers.models import load_model, provision_embedded_model, resolve_model_path
+    from helpers.models import (device_map, load_model, provision_embedded_model, quantization_config, resolve_device,
+                                resolve_model_path)
     from helpers.config import EMBEDDED_MODEL
 
     if trl.__version__ != TRL_VERSION:
@@ -248,25 +300,31 @@ def child_trl(args, stdout) -> None:
             self.logs.append(dict(logs or {}))
 
     t_load = time.perf_counter()
-    policy = load_model(model_cfg)  # 4-bit NF4, float32 compute on CPU
+    if resolve_device(model_cfg.device) == "cuda":  # 4-bit NF4 computing in bf16, float32 elsewhere (see above)
+        policy = AutoModelForCausalLM.from_pretrained(base_path, quantization_config=quantization_config(model_cfg, "cuda"),
+                                                      dtype=torch.float32, device_map=device_map("cuda"))
+    else:
+        policy = load_model(model_cfg)  # 4-bit NF4, float32 compute on CPU
+    device = policy.device.type
     value_model, reward_model = (
         AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
         for _ in range(2))
     for model in (value_model, reward_model):
         model.config.pad_token_id = tokenizer.pad_token_id
     with tempfile.TemporaryDirectory(prefix="ppo-bench-trl-") as output_dir:
-        config_kwargs = trl_config_kwargs(args, output_dir)
+        config_kwargs = trl_config_kwargs(args, output_dir, device)
         clock = Clock()
         trainer = PPOTrainer(args=PPOConfig(**config_kwargs), processing_class=tokenizer, model=policy, ref_model=None,
                              reward_model=reward_model, train_dataset=dataset, value_model=value_model,
                              peft_config=LoraConfig(**trl_lora_kwargs()), callbacks=[clock])
         load_seconds = time.perf_counter() - t_load
-        rss_loaded = _status_kb("VmRSS")
+        rss_loaded, gpu_loaded = _status_kb("VmRSS"), _gpu_mb("memory_allocated")
+        gpu_load_peak = _gpu_mb("max_memory_allocated")
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        loop_peak_ok = _reset_peak_rss()
+        loop_peak_ok = _start_loop_peaks()
         start = time.perf_counter()
         trainer.train()
-        seconds = time.perf_counter() - start
+        seconds = _end_loop(device) - start
         loop_peak = _status_kb("VmHWM") if loop_peak_ok else None
         episodes = trainer.state.episode
     config_kwargs["output_dir"] = "<temporary folder>"
@@ -276,6 +334,8 @@ def child_trl(args, stdout) -> None:
         "impl": "trl", "versions": _versions(trl), "config": config_kwargs, "lora": trl_lora_kwargs(),
         "episodes": episodes, "train_seconds": round(seconds, 3), "episodes_per_second": episodes / seconds,
         "load_seconds": round(load_seconds, 2), "rss_after_load_mb": _mb(rss_loaded), "loop_peak_rss_mb": _mb(loop_peak),
+        "device": device, "gpu_after_load_mb": gpu_loaded, "gpu_loop_peak_mb": _gpu_mb("max_memory_allocated"),
+        "gpu_load_peak_mb": gpu_load_peak,
         "iteration_seconds": [round(b - a, 3) for a, b in zip(clock.marks, clock.marks[1:])],
         "gradient_steps": args.iterations * args.ppo_epochs * args.minibatches,  # TRL never stops an update early
         "trainable_parameters": trainable,
@@ -304,7 +364,7 @@ def run_child(which: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", which, "--run-dir", args.run_dir,
            "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
            "--response-length", str(args.response_length), "--minibatches", str(args.minibatches),
-           "--ppo-epochs", str(args.ppo_epochs)]
+           "--ppo-epochs", str(args.ppo_epochs), "--device", args.device]
     if args.max_approx_kl is not None:
         cmd += ["--max-approx-kl", str(args.max_approx_kl)]
     if args.trainable_layers is not None:
@@ -321,6 +381,11 @@ def run_child(which: str, args) -> dict:
         if isinstance(payload, dict) and RESULT_KEY in payload:
             return payload[RESULT_KEY]
     raise SystemExit(f"the {which} child failed (exit code {proc.returncode}); its output is above")
+
+
+def gpu_peak_mb(result: dict) -> float:
+    """The child's peak GPU memory: the larger of the loading and the loop peaks."""
+    return max(result["gpu_load_peak_mb"], result["gpu_loop_peak_mb"])
 
 
 def print_report(results: list[dict]) -> None:
@@ -342,6 +407,13 @@ def print_report(results: list[dict]) -> None:
               f"{r['load_seconds']:7.2f}")
     for r in results:
         print(f"  {r['impl']} seconds per iteration: {r['iteration_seconds']}")
+    gpu_results = [r for r in results if r.get("device") == "cuda"]
+    if gpu_results:
+        print(f"\nGPU memory on {gpu_results[0]['gpu_name']} (torch.cuda.max_memory_allocated, MB):")
+        print(f"  {'impl':5s} {'peak':>9s} {'loop peak':>10s} {'load peak':>10s} {'after load':>11s}")
+        for r in gpu_results:
+            print(f"  {r['impl']:5s} {gpu_peak_mb(r):9.1f} {r['gpu_loop_peak_mb']:10.1f} {r['gpu_load_peak_mb']:10.1f} "
+                  f"{r['gpu_after_load_mb']:11.1f}")
     ours = next((r for r in results if r["impl"] == "ours"), None)
     if ours is not None:
         phases = ours["phase_seconds"]
@@ -356,8 +428,11 @@ def print_report(results: list[dict]) -> None:
                   "them all (--max-approx-kl 0 turns our early stop off)")
     if len(results) == 2:
         a, b = results
-        print(f"\n{a['impl']} / {b['impl']} episodes/s: {a['episodes_per_second'] / b['episodes_per_second']:.2f}x; "
-              f"peak RSS: {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x")
+        line = (f"\n{a['impl']} / {b['impl']} episodes/s: {a['episodes_per_second'] / b['episodes_per_second']:.2f}x; "
+                f"peak RSS: {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x")
+        if len(gpu_results) == 2:
+            line += f"; peak GPU memory: {gpu_peak_mb(a) / gpu_peak_mb(b):.2f}x"
+        print(line)
 
 
 def main() -> None:
@@ -372,6 +447,8 @@ def main() -> None:
                         help="ours: stop an update when approx KL exceeds this (default: the cpu profile's; 0: never)")
     parser.add_argument("--trainable-layers", type=int, default=None,
                         help="ours: train the LoRA weights of only the top N layers (default: the cpu profile's)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where both sides run (auto: the GPU when torch sees one)")
     parser.add_argument("--run-dir", default="runs/cpu", help="run folder with finished data/, sft/ and reward/")
     parser.add_argument("--out", help="also write the results as JSON to this file")
     parser.add_argument("--child", choices=("ours", "trl"), help=argparse.SUPPRESS)

@@ -399,7 +399,7 @@ def prompts_for_iteration(rows: list[dict], iteration: int, batch_size: int, see
 def iteration_metrics(iteration: int, batch: Batch, kl: torch.Tensor, returns: torch.Tensor, kl_coef: float,
                       update_stats: dict, times: dict, cfg: PPOStageConfig) -> dict:
     """One row of the metric log: what the notebook plots."""
-    mask = batch.response_mask.float()
+    mask = batch.response_mask.cpu().float()  # the scored tensors live on the CPU, the rollout's on the model's device
     gold = batch.gold
     return {
         "iteration": iteration + 1,
