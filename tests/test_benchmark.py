@@ -1,0 +1,60 @@
+"""benchmarks/ppo_vs_trl.py without running it: TRL's config per device, and the report's GPU lines."""
+
+from __future__ import annotations
+
+import importlib.util
+from argparse import Namespace
+
+import pytest
+
+from helpers.runs import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ppo_vs_trl", REPO_ROOT / "benchmarks" / "ppo_vs_trl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ARGS = Namespace(batch_size=16, minibatches=2, ppo_epochs=2, iterations=3, response_length=48)
+
+
+def _result(impl: str, episodes_per_second: float, peak_rss_mb: float, **gpu) -> dict:
+    return {"impl": impl, "episodes": 48, "train_seconds": 48 / episodes_per_second,
+            "episodes_per_second": episodes_per_second, "peak_rss_mb": peak_rss_mb, "loop_peak_rss_mb": peak_rss_mb,
+            "rss_after_load_mb": 1000.0, "load_seconds": 2.0, "iteration_seconds": [1.0, 1.0, 1.0],
+            "gradient_steps": 12, "versions": {"torch": "x"}, **gpu}
+
+
+def test_trl_runs_on_the_chosen_device_without_mixed_precision(bench):
+    on_cpu = bench.trl_config_kwargs(ARGS, "out", "cpu")
+    on_gpu = bench.trl_config_kwargs(ARGS, "out", "cuda")
+    assert (on_cpu["use_cpu"], on_gpu["use_cpu"]) == (True, False)
+    # TRL 0.29.1's bf16 path fails with a 4-bit peft policy (generation outside autocast): off on both
+    assert not any(cfg[flag] for cfg in (on_cpu, on_gpu) for flag in ("bf16", "fp16"))
+    assert on_gpu["total_episodes"] == 48 and on_gpu["num_mini_batches"] == 2 and on_gpu["response_length"] == 48
+
+
+def test_gpu_peak_is_the_larger_of_loading_and_loop(bench):
+    assert bench.gpu_peak_mb({"gpu_load_peak_mb": 300.0, "gpu_loop_peak_mb": 800.0}) == 800.0
+    assert bench.gpu_peak_mb({"gpu_load_peak_mb": 900.0, "gpu_loop_peak_mb": 800.0}) == 900.0
+
+
+def test_report_adds_gpu_memory_only_for_gpu_runs(bench, capsys):
+    gpu = dict(device="cuda", gpu_name="Some GPU", gpu_after_load_mb=100.0)
+    ours = _result("ours", 1.5, 2000.0, gpu_load_peak_mb=200.0, gpu_loop_peak_mb=800.0, **gpu,
+                   phase_seconds={"rollout": 20.0, "score": 4.0, "update": 8.0}, expected_gradient_steps=12,
+                   stopped_early=0)
+    trl = _result("trl", 2.0, 1800.0, gpu_load_peak_mb=1200.0, gpu_loop_peak_mb=6000.0, **gpu,
+                  config=bench.trl_config_kwargs(ARGS, "out", "cuda"), lora=bench.trl_lora_kwargs())
+    bench.print_report([ours, trl])
+    printed = capsys.readouterr().out
+    assert "GPU memory on Some GPU" in printed
+    assert "ours / trl episodes/s: 0.75x; peak RSS: 1.11x; peak GPU memory: 0.13x" in printed
+
+    on_cpu = [dict(r, device="cpu") for r in (ours, trl)]
+    bench.print_report(on_cpu)
+    printed = capsys.readouterr().out
+    assert "GPU memory" not in printed and "ours / trl episodes/s: 0.75x; peak RSS: 1.11x\n" in printed
