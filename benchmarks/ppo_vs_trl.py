@@ -114,20 +114,18 @@ def _load_inputs(args):
     return model_cfg, tokenizer, prompts[:needed]
 
 
-def _gpu_mb(measure: str) -> float | None:
-    """``torch.cuda.<measure>()`` in MB, or None without CUDA."""
+def _gpu_mb(measure: str, device: str) -> float | None:
+    """``torch.cuda.<measure>()`` in MB on a CUDA run, else None (a CPU run on a GPU machine included)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return None
-    return round(getattr(torch.cuda, measure)() / 2**20, 1)
+    return round(getattr(torch.cuda, measure)() / 2**20, 1) if device == "cuda" else None
 
 
-def _start_loop_peaks() -> bool:
+def _start_loop_peaks(device: str) -> bool:
     """Reset the RSS high-water mark and, on CUDA, the GPU's peak-memory counter before the timed loop."""
     import torch
 
-    if torch.cuda.is_available():
+    if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     return _reset_peak_rss()
@@ -142,15 +140,11 @@ def _end_loop(device: str) -> float:
     return time.perf_counter()
 
 
-def _gpu_name() -> str | None:
+def _finish(result: dict, stdout) -> None:
     import torch
 
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
-
-
-def _finish(result: dict, stdout) -> None:
     result["peak_rss_mb"] = _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # Linux: kilobytes
-    result["gpu_name"] = _gpu_name()
+    result["gpu_name"] = torch.cuda.get_device_name() if result["device"] == "cuda" else None
     stdout.write(json.dumps({RESULT_KEY: result}) + "\n")
     stdout.flush()
 
@@ -178,9 +172,9 @@ def child_ours(args, stdout) -> None:
                            trainable_layers=cfg.trainable_layers)
     device = next(roles.model.parameters()).device.type
     load_seconds = time.perf_counter() - t_load
-    rss_loaded, gpu_loaded = _status_kb("VmRSS"), _gpu_mb("memory_allocated")
-    gpu_load_peak = _gpu_mb("max_memory_allocated")
-    loop_peak_ok = _start_loop_peaks()
+    rss_loaded, gpu_loaded = _status_kb("VmRSS"), _gpu_mb("memory_allocated", device)
+    gpu_load_peak = _gpu_mb("max_memory_allocated", device)
+    loop_peak_ok = _start_loop_peaks(device)
     with tempfile.TemporaryDirectory(prefix="ppo-bench-ours-") as stage_dir:
         start = time.perf_counter()
         metrics = train_ppo(roles, tokenizer, prompts, cfg, stage_dir,
@@ -194,8 +188,8 @@ def child_ours(args, stdout) -> None:
         "impl": "ours", "versions": _versions(), "config": cfg.to_dict(),
         "episodes": episodes, "train_seconds": round(seconds, 3), "episodes_per_second": episodes / seconds,
         "load_seconds": round(load_seconds, 2), "rss_after_load_mb": _mb(rss_loaded), "loop_peak_rss_mb": _mb(loop_peak),
-        "device": device, "gpu_after_load_mb": gpu_loaded, "gpu_loop_peak_mb": _gpu_mb("max_memory_allocated"),
-        "gpu_load_peak_mb": gpu_load_peak,
+        "device": device, "gpu_after_load_mb": gpu_loaded, "gpu_load_peak_mb": gpu_load_peak,
+        "gpu_loop_peak_mb": _gpu_mb("max_memory_allocated", device),
         "phase_seconds": phases,
         "iteration_seconds": [round(row["time_rollout"] + row["time_score"] + row["time_update"], 3) for row in metrics],
         "gradient_steps": sum(row["gradient_steps"] for row in metrics),
@@ -301,8 +295,9 @@ def child_trl(args, stdout) -> None:
 
     t_load = time.perf_counter()
     if resolve_device(model_cfg.device) == "cuda":  # 4-bit NF4 computing in bf16, float32 elsewhere (see above)
-        policy = AutoModelForCausalLM.from_pretrained(base_path, quantization_config=quantization_config(model_cfg, "cuda"),
-                                                      dtype=torch.float32, device_map=device_map("cuda"))
+        policy = AutoModelForCausalLM.from_pretrained(
+            base_path, quantization_config=quantization_config(model_cfg, "cuda"), dtype=torch.float32,
+            device_map=device_map("cuda"))
     else:
         policy = load_model(model_cfg)  # 4-bit NF4, float32 compute on CPU
     device = policy.device.type
@@ -318,10 +313,10 @@ def child_trl(args, stdout) -> None:
                              reward_model=reward_model, train_dataset=dataset, value_model=value_model,
                              peft_config=LoraConfig(**trl_lora_kwargs()), callbacks=[clock])
         load_seconds = time.perf_counter() - t_load
-        rss_loaded, gpu_loaded = _status_kb("VmRSS"), _gpu_mb("memory_allocated")
-        gpu_load_peak = _gpu_mb("max_memory_allocated")
+        rss_loaded, gpu_loaded = _status_kb("VmRSS"), _gpu_mb("memory_allocated", device)
+        gpu_load_peak = _gpu_mb("max_memory_allocated", device)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        loop_peak_ok = _start_loop_peaks()
+        loop_peak_ok = _start_loop_peaks(device)
         start = time.perf_counter()
         trainer.train()
         seconds = _end_loop(device) - start
@@ -334,8 +329,8 @@ def child_trl(args, stdout) -> None:
         "impl": "trl", "versions": _versions(trl), "config": config_kwargs, "lora": trl_lora_kwargs(),
         "episodes": episodes, "train_seconds": round(seconds, 3), "episodes_per_second": episodes / seconds,
         "load_seconds": round(load_seconds, 2), "rss_after_load_mb": _mb(rss_loaded), "loop_peak_rss_mb": _mb(loop_peak),
-        "device": device, "gpu_after_load_mb": gpu_loaded, "gpu_loop_peak_mb": _gpu_mb("max_memory_allocated"),
-        "gpu_load_peak_mb": gpu_load_peak,
+        "device": device, "gpu_after_load_mb": gpu_loaded, "gpu_load_peak_mb": gpu_load_peak,
+        "gpu_loop_peak_mb": _gpu_mb("max_memory_allocated", device),
         "iteration_seconds": [round(b - a, 3) for a, b in zip(clock.marks, clock.marks[1:])],
         "gradient_steps": args.iterations * args.ppo_epochs * args.minibatches,  # TRL never stops an update early
         "trainable_parameters": trainable,
