@@ -128,7 +128,7 @@ class DataConfig(StageConfig):
     min_constraints: int = _field(1, "fewest verifiable constraints per prompt")
     max_constraints: int = _field(3, "most verifiable constraints per prompt")
     eval_topic_fraction: float = _field(0.2, "share of topics reserved for evaluation")
-    n_candidates: int = _field(4, "best-of-N: responses sampled from the base model per SFT prompt")
+    n_candidates: int = _field(8, "best-of-N: responses sampled from the base model per SFT prompt")
     demo_threshold: float = _field(0.3, "keep a prompt's best response as a demonstration if its gold score is at least this")
     demos_per_prompt: int = _field(4, "keep up to this many distinct responses per SFT prompt that reach demo_threshold, "
                                       "best first (1: the best only)")
@@ -229,6 +229,8 @@ class RewardStageConfig(LoRAStageConfig):
     base_comparisons: bool = _field(True, "also train on pairs of notebook 01's base-model candidates for the SFT "
                                           "prompts (judged already, so free); held-out pairs stay SFT answers",
                                     (True, False))
+    max_base_pairs: int = _field(200, "train on at most this many base-model pairs, a seeded sample (0: all); with "
+                                    "more base candidates per prompt they grow as N(N-1)/2 and so does training time")
     use_margin: bool = _field(False, "add the gold-score difference as a margin to the Bradley-Terry loss", (True, False))
     learning_rate: float = _field(5e-4, "AdamW learning rate for the adapter and the score head")
     epochs: int = _field(2, "passes over the training pairs")
@@ -243,7 +245,7 @@ class RewardStageConfig(LoRAStageConfig):
         # tiny's 32-token answers nearly all fail a gate: only exact ties are dropped, so pairs remain.
         "tiny": {"k_samples": 4, "heldout_fraction": 0.25, "min_gold_gap": 0.0, "lora_r": 8, "lora_alpha": 16,
                  "epochs": 1, "trainable_layers": 4, "batch_size": 4, "max_length": 256, "save_steps": 2},
-        "gpu": {"k_samples": 6, "epochs": 1, "trainable_layers": 0, "batch_size": 16, "max_length": 768,
+        "gpu": {"k_samples": 6, "epochs": 1, "trainable_layers": 0, "max_base_pairs": 0, "batch_size": 16, "max_length": 768,
                 "save_steps": 100},
     }
 
@@ -255,6 +257,7 @@ class RewardStageConfig(LoRAStageConfig):
         self._require(0.0 < self.heldout_fraction < 0.5, "heldout_fraction", "a number in (0, 0.5)")
         self._require(0.0 <= self.min_gold_gap < 1.0, "min_gold_gap", "a gold-score difference in [0, 1)")
         self._require(self.trainable_layers >= 0, "trainable_layers", "an integer >= 0 (0: all layers)")
+        self._require(self.max_base_pairs >= 0, "max_base_pairs", "an integer >= 0 (0: all)")
         self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
 
 
@@ -304,7 +307,7 @@ class PPOStageConfig(StageConfig):
 
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     seed: int = _field(0, "seed for prompt order, sampling and minibatch order (reset every iteration)")
-    iterations: int = _field(16, "PPO iterations: each samples batch_size episodes, then updates on them")
+    iterations: int = _field(24, "PPO iterations: each samples batch_size episodes, then updates on them")
     batch_size: int = _field(16, "episodes (prompt + sampled response) per iteration")
     minibatch_size: int = _field(8, "episodes per gradient step; batch_size / minibatch_size steps per epoch")
     ppo_epochs: int = _field(2, "passes over each iteration's episodes")

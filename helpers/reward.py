@@ -172,7 +172,8 @@ def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cf
     pairs longer than ``cfg.max_length`` dropped and counted; then split by prompt.
 
     ``extra``: (rows, records) of more judged answers to other prompts, such as notebook
-    01's base-model candidates for the SFT prompts. Their pairs join the training side only
+    01's base-model candidates for the SFT prompts, at most ``cfg.max_base_pairs`` of them
+    (a seeded sample; 0: all). Their pairs join the training side only
     (InstructGPT's comparisons also came from several models), so the held-out pairs stay
     the SFT model's answers to prompts the reward model never saw.
     """
@@ -188,6 +189,9 @@ def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cf
     if extra is not None:
         extra_pairs, _ = comparisons_from_samples(*extra, cfg.min_gold_gap)
         extra_pairs, _ = drop_overlong(extra_pairs, tokenizer, cfg.max_length)
+        if 0 < cfg.max_base_pairs < len(extra_pairs):
+            tally["extra_pairs_unused"] = len(extra_pairs) - cfg.max_base_pairs
+            extra_pairs = random.Random(cfg.seed).sample(extra_pairs, cfg.max_base_pairs)  # order kept random too
         train = train + extra_pairs
         tally["extra_train_pairs"] = len(extra_pairs)
     return Comparisons(records, pairs, tally, train, heldout)

@@ -27,7 +27,7 @@ def test_data_cpu_profile_is_the_dataclass_defaults():
     cfg = DataConfig.from_profile("cpu")
     assert cfg == DataConfig()
     assert cfg.split_sizes == {"sft": 128, "rm": 96, "ppo": 256, "eval": 96}
-    assert (cfg.n_candidates, cfg.demo_threshold, cfg.max_new_tokens, cfg.batch_size) == (4, 0.3, 96, 64)
+    assert (cfg.n_candidates, cfg.demo_threshold, cfg.max_new_tokens, cfg.batch_size) == (8, 0.3, 96, 64)
 
 
 def test_data_gpu_profile_values():

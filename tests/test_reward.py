@@ -226,3 +226,22 @@ def test_normalisation_uses_every_sft_answer_to_a_training_prompt():
     assert [c[-1]["content"] for c in sampled] == ["a", "b"] and sampled[0][:-1] == ROWS[1]["messages"]
     human = normalisation_conversations(ROWS, Comparisons(None, train, {}, train, []))
     assert human == sampled  # human data: the chosen and rejected answers of the training pairs
+
+
+def test_base_pairs_capped_by_a_seeded_sample(tokenizer):
+    from helpers.reward import make_comparisons
+
+    records = [_record(f"p{i}", (f"good answer {i}", 1.0), (f"bad answer {i}", 0.0)) for i in range(4)]
+    extra_rows = [{"id": f"s{i}", "messages": [{"role": "user", "content": f"Name shape {i}."}]} for i in range(3)]
+    extra_records = [_record(f"s{i}", (f"a circle {i}", 0.5), (f"no {i}", 0.0), (f"nope {i}", 0.02)) for i in range(3)]
+    every = make_comparisons(ROWS, records, tokenizer, RewardStageConfig.from_profile("tiny", min_gold_gap=0.1))
+    cfg = RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, max_base_pairs=4)
+    capped = make_comparisons(ROWS, records, tokenizer, cfg, extra=(extra_rows, extra_records))
+    assert capped.tally["extra_train_pairs"] == 4 and capped.tally["extra_pairs_unused"] == 2
+    base_ids = [p["id"] for p in capped.train if p["prompt_id"].startswith("s")]
+    assert len(base_ids) == len(set(base_ids)) == 4
+    assert capped.heldout == every.heldout  # the cap touches the base pairs only
+    again = make_comparisons(ROWS, records, tokenizer, cfg, extra=(extra_rows, extra_records))
+    assert [p["id"] for p in again.train] == [p["id"] for p in capped.train]  # seeded
+    with pytest.raises(ValueError, match="max_base_pairs"):
+        RewardStageConfig.from_profile("tiny", max_base_pairs=-1)
