@@ -191,7 +191,7 @@ def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cf
         extra_pairs, _ = drop_overlong(extra_pairs, tokenizer, cfg.max_length)
         if 0 < cfg.max_base_pairs < len(extra_pairs):
             tally["extra_pairs_unused"] = len(extra_pairs) - cfg.max_base_pairs
-            extra_pairs = random.Random(cfg.seed).sample(extra_pairs, cfg.max_base_pairs)  # order kept random too
+            extra_pairs = random.Random(cfg.seed).sample(extra_pairs, cfg.max_base_pairs)  # in sampled order
         train = train + extra_pairs
         tally["extra_train_pairs"] = len(extra_pairs)
     return Comparisons(records, pairs, tally, train, heldout)
