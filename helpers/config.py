@@ -231,6 +231,8 @@ class RewardStageConfig(LoRAStageConfig):
                                     (True, False))
     max_base_pairs: int = _field(200, "train on at most this many base-model pairs, a seeded sample (0: all); with "
                                     "more base candidates per prompt they grow as N(N-1)/2 and so does training time")
+    swapped_pairs: int = _field(150, "also train on this many relevance pairs: a training prompt's own answer against "
+                                     "another prompt's answer, judged for this prompt (0: none)")
     use_margin: bool = _field(False, "add the gold-score difference as a margin to the Bradley-Terry loss", (True, False))
     learning_rate: float = _field(5e-4, "AdamW learning rate for the adapter and the score head")
     epochs: int = _field(2, "passes over the training pairs")
@@ -244,7 +246,8 @@ class RewardStageConfig(LoRAStageConfig):
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny's 32-token answers nearly all fail a gate: only exact ties are dropped, so pairs remain.
         "tiny": {"k_samples": 4, "heldout_fraction": 0.25, "min_gold_gap": 0.0, "lora_r": 8, "lora_alpha": 16,
-                 "epochs": 1, "trainable_layers": 4, "batch_size": 4, "max_length": 256, "save_steps": 2},
+                 "epochs": 1, "trainable_layers": 4, "batch_size": 4, "max_length": 256, "save_steps": 2,
+                 "swapped_pairs": 8},
         "gpu": {"k_samples": 6, "epochs": 1, "trainable_layers": 0, "max_base_pairs": 0, "batch_size": 16,
                 "max_length": 768, "save_steps": 100},
     }
@@ -258,6 +261,7 @@ class RewardStageConfig(LoRAStageConfig):
         self._require(0.0 <= self.min_gold_gap < 1.0, "min_gold_gap", "a gold-score difference in [0, 1)")
         self._require(self.trainable_layers >= 0, "trainable_layers", "an integer >= 0 (0: all layers)")
         self._require(self.max_base_pairs >= 0, "max_base_pairs", "an integer >= 0 (0: all)")
+        self._require(self.swapped_pairs >= 0, "swapped_pairs", "an integer >= 0 (0: none)")
         self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
 
 

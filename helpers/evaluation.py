@@ -15,7 +15,9 @@ the SFT model:
   For **best-of-n** there is a closed form (Stiennon et al. 2020; Gao et al. 2022, eq. 2):
   KL_bon = log n - (n - 1) / n, which no sampling estimate needs to approximate.
 * length and EOS rate; the pass rate of each constraint kind; and, where comparisons are
-  held out, the share of them a policy's *implicit reward* log pi/pi_sft orders correctly.
+  held out, the share of them a policy's *implicit reward* log pi/pi_sft orders correctly;
+* the reward model on a pool of judged SFT answers: pairwise accuracy, rank correlation, and
+  accuracy split by which labeler rule decided each pair (``accuracy_by_reason``).
 
 The **over-optimisation curve** (Gao et al., 2022) plots gold and reward-model score against
 sqrt(KL): where the proxy keeps rising while the gold score falls, the policy is exploiting
@@ -24,6 +26,7 @@ the reward model rather than getting better.
 
 from __future__ import annotations
 
+import itertools
 import math
 from contextlib import nullcontext
 
@@ -140,6 +143,44 @@ def reward_model_check(records: list[dict], rewards: list[list[float]], min_gap:
             "gold_mean": float(np.mean(gold)),
             "gold_top_reward": float(np.mean([r["samples"][k]["score"] for r, k in zip(records, choice)])),
             "gold_best": float(np.mean([max(s["score"] for s in r["samples"]) for r in records]))}
+
+
+def win_reason(chosen: dict, rejected: dict) -> str:
+    """Why the labeler ranked the judged sample ``chosen`` above ``rejected``.
+
+    The gold score multiplies by 0.05 when any quality gate fails (``helpers.labeler``), so
+    a pair is decided either by a gate (the chosen answer passed them all and the rejected
+    one did not: the reason names the gates it failed, joined by " + ") or by the share of
+    constraints met ("constraints met": both passed every gate, or both failed one).
+    """
+    if all(chosen["gates"].values()) and not all(rejected["gates"].values()):
+        return " + ".join(gate for gate, passed in rejected["gates"].items() if not passed)
+    return "constraints met"
+
+
+def accuracy_by_reason(records: list[dict], rewards: list[list[float]], min_gap: float) -> pd.DataFrame:
+    """Pairwise accuracy of a reward model split by ``win_reason``: which of the labeler's rules it learned.
+
+    Counts the same pairs as ``reward_model_check`` (every same-prompt pair whose gold scores
+    differ by at least ``min_gap``; a reward tie counts as wrong). Columns ``reason``,
+    ``pairs``, ``accuracy``, most frequent reason first.
+    """
+    tally: dict[str, list[int]] = {}
+    for record, scores in zip(records, rewards, strict=True):
+        samples = record["samples"]
+        if len(scores) != len(samples):
+            raise ValueError(f"prompt {record['id']}: {len(samples)} answers but {len(scores)} rewards")
+        for i, j in itertools.combinations(range(len(samples)), 2):
+            gap = samples[i]["score"] - samples[j]["score"]
+            if gap == 0 or abs(gap) < min_gap - 1e-9:  # notebook 03's tie rule and float tolerance
+                continue
+            win, lose = (i, j) if gap > 0 else (j, i)
+            right_total = tally.setdefault(win_reason(samples[win], samples[lose]), [0, 0])
+            right_total[0] += int(scores[win] > scores[lose])
+            right_total[1] += 1
+    table = pd.DataFrame([{"reason": reason, "pairs": total, "accuracy": right / total}
+                          for reason, (right, total) in tally.items()], columns=["reason", "pairs", "accuracy"])
+    return table.sort_values("pairs", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def pick_samples(records: list[dict], choice: list[int]) -> list[dict]:

@@ -5,6 +5,10 @@ simulated labeler scores them (our stand-in for a labeler ranking K answers). Ev
 with distinct scores becomes a comparison (y_w preferred over y_l): up to K(K-1)/2 per
 prompt, as in InstructGPT, which also kept each prompt's pairs together in one batch
 and one split; we keep them in one split, so no prompt leaks from training into evaluation.
+Two free sources add training pairs: notebook 01's judged base-model answers, and
+*relevance pairs* (``swapped_answer_pairs``): a prompt's own answer against another
+prompt's answer, judged for this prompt, which teach the on-topic rule the sampled pairs
+hardly isolate.
 
 Loss (Ouyang et al., 2022, eq. 1; Bradley & Terry, 1952). A scalar head on the last
 token gives r_theta(x, y); training minimises
@@ -80,6 +84,47 @@ def comparisons_from_preferences(rows: list[dict]) -> list[dict]:
                          "so build the data with SOURCE='generated' or 'hh-rlhf' in notebook 01")
     return [{"id": row["id"], "prompt_id": row["id"], "messages": row["messages"], "chosen": row["chosen"],
              "rejected": row["rejected"]} for row in rows]
+
+
+def swapped_answer_pairs(rows: list[dict], records: list[dict], n_pairs: int, min_gap: float,
+                         seed: int) -> list[dict]:
+    """Up to ``n_pairs`` comparisons that teach relevance: a prompt's own answer (chosen)
+    against another prompt's answer (rejected), the latter judged by the labeler *for this
+    prompt*.
+
+    Both answers passed every quality gate for the prompt they were written for, so they
+    are alike in form (finished, substantive, not repetitive) and the pair is mostly
+    decided by the ``on_topic`` gate: the cue the sampled pairs teach least, because most
+    off-topic answers lose on another gate too. A pair is kept only when the labeler's scores
+    differ by at least ``min_gap`` (an answer that suits both prompts is a tie). Seeded;
+    duplicates are never drawn twice. Give it training prompts only: a held-out prompt's
+    answers must not leak into training as someone else's answer.
+    """
+    from .labeler import judge
+
+    by_id = {row["id"]: row for row in rows}
+    good = {rec["id"]: [s for s in rec["samples"] if all(s["gates"].values())] for rec in records if rec["id"] in by_id}
+    ids = sorted(k for k, samples in good.items() if samples)
+    rng, pairs, seen = random.Random(seed), [], set()
+    if len(ids) < 2:
+        return pairs
+    for _ in range(20 * n_pairs):  # enough draws for the pairs, bounded when few qualify
+        if len(pairs) == n_pairs:
+            break
+        own_id, donor_id = rng.sample(ids, 2)
+        chosen, donor = rng.choice(good[own_id]), rng.choice(good[donor_id])
+        key = (own_id, chosen["text"], donor["text"])
+        if key in seen or chosen["text"].strip() == donor["text"].strip():
+            continue
+        seen.add(key)
+        row = by_id[own_id]
+        donor_score = judge(row, donor["text"], truncated=donor["truncated"]).score
+        if donor_score >= chosen["score"] or chosen["score"] - donor_score < min_gap - 1e-9:  # a tie, or too close
+            continue
+        pairs.append({"id": f"{own_id}-swap-{len(pairs)}", "prompt_id": own_id, "messages": row["messages"],
+                      "chosen": chosen["text"], "rejected": donor["text"],
+                      "chosen_score": chosen["score"], "rejected_score": donor_score})
+    return pairs
 
 
 def drop_overlong(pairs: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -194,6 +239,14 @@ def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cf
             extra_pairs = random.Random(cfg.seed).sample(extra_pairs, cfg.max_base_pairs)  # in sampled order
         train = train + extra_pairs
         tally["extra_train_pairs"] = len(extra_pairs)
+    if cfg.swapped_pairs and records is not None:  # training prompts only, base candidates' prompts included
+        held = {p["prompt_id"] for p in heldout}
+        pool_rows = [row for row in rows if row["id"] not in held] + (list(extra[0]) if extra else [])
+        pool_records = [rec for rec in records if rec["id"] not in held] + (list(extra[1]) if extra else [])
+        swapped = swapped_answer_pairs(pool_rows, pool_records, cfg.swapped_pairs, cfg.min_gold_gap, cfg.seed)
+        swapped, _ = drop_overlong(swapped, tokenizer, cfg.max_length)
+        train = train + swapped
+        tally["swapped_train_pairs"] = len(swapped)
     return Comparisons(records, pairs, tally, train, heldout)
 
 

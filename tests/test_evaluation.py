@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers.evaluation import (answers_table, batches_by_length, best_of_n_choice, best_of_n_kl, pass_rate_matrix,
-                                pick_samples, reward_model_check, summarize)
+from helpers.evaluation import (accuracy_by_reason, answers_table, batches_by_length, best_of_n_choice, best_of_n_kl,
+                                pass_rate_matrix, pick_samples, reward_model_check, summarize, win_reason)
 from helpers.files import write_json, write_jsonl
 
 
@@ -94,6 +94,37 @@ def test_reward_model_check_on_a_literal_pool():
     assert check["spearman_within_prompt"] == pytest.approx((0.5 + 0.5) / 2)
     with pytest.raises(ValueError, match="prompt b: 3 answers but 2 rewards"):
         reward_model_check(records, [rewards[0], rewards[1][:2]], min_gap=0.1)
+
+
+def _gated(text, score, *failed):
+    gates = {"nonempty": True, "substantive": True, "on_topic": True, "not_repetitive": True, "finished": True}
+    return dict(_sample(text, score), gates={**gates, **{gate: False for gate in failed}})
+
+
+def test_win_reason_names_the_gates_only_the_loser_failed():
+    passed, cut_off = _gated("good", 1.0), _gated("cut", 0.05, "finished")
+    assert win_reason(passed, cut_off) == "finished"
+    assert win_reason(passed, _gated("both", 0.0, "on_topic", "finished")) == "on_topic + finished"
+    assert win_reason(passed, _gated("fewer", 0.5)) == "constraints met"  # both passed every gate
+    assert win_reason(cut_off, _gated("worse", 0.0, "finished")) == "constraints met"  # both gated
+
+
+def test_accuracy_by_reason_splits_the_pool_check_pair_for_pair():
+    records = [{"id": "a", "samples": [_gated("x", 0.05, "finished"), _gated("y", 1.0), _gated("z", 0.5)]},
+               {"id": "b", "samples": [_gated("u", 0.02, "on_topic"), _gated("v", 0.0, "on_topic"),
+                                       _gated("w", 0.33), _gated("s", 0.0, "on_topic", "finished")]}]
+    rewards = [[0.1, 0.9, 0.95], [5.0, -1.0, 4.0, 4.0]]
+    table = accuracy_by_reason(records, rewards, min_gap=0.1).set_index("reason")
+    # a: y>x right (finished), z>x right (finished), y>z wrong (constraints);
+    # b: w>u wrong, w>v right (on_topic), w>s a reward tie so wrong (on_topic + finished); u, v, s tie
+    assert table.to_dict(orient="index") == {
+        "finished": {"pairs": 2, "accuracy": 1.0}, "on_topic": {"pairs": 2, "accuracy": 0.5},
+        "constraints met": {"pairs": 1, "accuracy": 0.0}, "on_topic + finished": {"pairs": 1, "accuracy": 0.0}}
+    check = reward_model_check(records, rewards, min_gap=0.1)  # the same pairs, not split
+    assert table["pairs"].sum() == check["pairs"] == 6
+    assert (table["pairs"] * table["accuracy"]).sum() / table["pairs"].sum() == pytest.approx(check["pairwise_accuracy"])
+    with pytest.raises(ValueError, match="prompt b: 4 answers but 3 rewards"):
+        accuracy_by_reason(records, [rewards[0], rewards[1][:3]], min_gap=0.1)
 
 
 def _fake_run(run_dir):

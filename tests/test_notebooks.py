@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from helpers.files import read_json, read_jsonl, sha256
-from helpers.stats import within_prompt_spearman
+from helpers.stats import within_prompt_agreement, within_prompt_spearman
 from helpers.runner import workbook_notebooks
 
 from .conftest import REPO_ROOT
@@ -121,7 +121,10 @@ def test_notebook_03_trains_and_diagnoses_the_reward_model(tiny_run):
     rm_train = {p["prompt_id"] for p in train if "-rm-" in p["prompt_id"]}
     assert rm_train.isdisjoint({p["prompt_id"] for p in heldout})
     assert all("-sft-" in p["prompt_id"] for p in train if "-rm-" not in p["prompt_id"])  # base candidates' pairs
-    assert sum("-sft-" in p["prompt_id"] for p in train) == meta["comparisons"]["extra_train_pairs"]
+    swapped = [p for p in train if "-swap-" in p["id"]]  # relevance pairs, on any training prompt
+    assert len(swapped) == meta["comparisons"]["swapped_train_pairs"] <= cfg.swapped_pairs  # few tiny answers qualify
+    assert all(p["prompt_id"] not in {h["prompt_id"] for h in heldout} for p in swapped)
+    assert sum("-sft-" in p["prompt_id"] for p in train if p not in swapped) == meta["comparisons"]["extra_train_pairs"]
     assert all(p["chosen_score"] > p["rejected_score"] and p["chosen"] != p["rejected"] for p in train + heldout)
     for name in ("adapter/adapter_model.safetensors", "score_head.safetensors", "normalisation.json"):
         assert (reward / "model" / name).exists(), name
@@ -135,6 +138,12 @@ def test_notebook_03_trains_and_diagnoses_the_reward_model(tiny_run):
     within = within_prompt_spearman([a["prompt_id"] for a in answers], [a["reward"] for a in answers],
                                     [a["gold"] for a in answers])
     assert diagnostics["spearman_within_prompt"] == pytest.approx(within, nan_ok=True)
+    accuracy, n_pairs = within_prompt_agreement([a["prompt_id"] for a in answers], [a["gold"] for a in answers],
+                                                [a["reward"] for a in answers], cfg.min_gold_gap)
+    by_reason = diagnostics["accuracy_by_reason"]  # the same pairs of held-out answers, split by what decided them
+    assert sum(r["pairs"] for r in by_reason.values()) == n_pairs
+    if n_pairs:
+        assert sum(r["pairs"] * r["accuracy"] for r in by_reason.values()) / n_pairs == pytest.approx(accuracy)
 
     text, mimes = _outputs(tiny_run / "notebooks" / "03_reward_model.ipynb")
     assert f"train {len(train)} pairs, held out {len(heldout)} pairs" in text

@@ -68,6 +68,7 @@ def test_notebook_06_checks_the_reward_model_on_the_best_of_n_pool(tiny_run):
     _, pairs = within_prompt_agreement([r["id"] for r in pool for _ in r["samples"]], sum(gold, []),
                                        [0.0] * check["answers"], min_gap)
     assert check["pairs"] == pairs  # which pairs count depends on the gold scores alone
+    assert sum(r["pairs"] for r in check["accuracy_by_reason"].values()) == pairs  # the same pairs, split
     assert check["gold_mean"] == pytest.approx(sum(map(sum, gold)) / check["answers"])
     assert check["gold_best"] == pytest.approx(sum(map(max, gold)) / len(pool))
     assert check["gold_top_reward"] == pytest.approx(meta["headline"][f"best-of-{n_max}"]["gold"])  # the same pick

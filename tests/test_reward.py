@@ -44,7 +44,7 @@ def test_extra_comparisons_train_only_and_heldout_stays_on_the_main_prompts(toke
     records = [_record(f"p{i}", (f"good answer {i}", 1.0), (f"bad answer {i}", 0.0)) for i in range(4)]
     extra_rows = [{"id": f"s{i}", "messages": [{"role": "user", "content": f"Name shape {i}."}]} for i in range(3)]
     extra_records = [_record(f"s{i}", (f"a circle {i}", 0.5), (f"no {i}", 0.0), (f"nope {i}", 0.02)) for i in range(3)]
-    cfg = RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, heldout_fraction=0.25)
+    cfg = RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, heldout_fraction=0.25, swapped_pairs=0)
     comparisons = make_comparisons(ROWS, records, tokenizer, cfg, extra=(extra_rows, extra_records))
     assert comparisons.tally["extra_train_pairs"] == 6  # 2 per shape prompt; (no, nope) is a near-tie
     assert len(comparisons.heldout) == 1 and comparisons.heldout[0]["prompt_id"].startswith("p")
@@ -234,8 +234,9 @@ def test_base_pairs_capped_by_a_seeded_sample(tokenizer):
     records = [_record(f"p{i}", (f"good answer {i}", 1.0), (f"bad answer {i}", 0.0)) for i in range(4)]
     extra_rows = [{"id": f"s{i}", "messages": [{"role": "user", "content": f"Name shape {i}."}]} for i in range(3)]
     extra_records = [_record(f"s{i}", (f"a circle {i}", 0.5), (f"no {i}", 0.0), (f"nope {i}", 0.02)) for i in range(3)]
-    every = make_comparisons(ROWS, records, tokenizer, RewardStageConfig.from_profile("tiny", min_gold_gap=0.1))
-    cfg = RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, max_base_pairs=4)
+    every = make_comparisons(ROWS, records, tokenizer,
+                             RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, swapped_pairs=0))
+    cfg = RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, max_base_pairs=4, swapped_pairs=0)
     capped = make_comparisons(ROWS, records, tokenizer, cfg, extra=(extra_rows, extra_records))
     assert capped.tally["extra_train_pairs"] == 4 and capped.tally["extra_pairs_unused"] == 2
     base_ids = [p["id"] for p in capped.train if p["prompt_id"].startswith("s")]
@@ -245,3 +246,67 @@ def test_base_pairs_capped_by_a_seeded_sample(tokenizer):
     assert [p["id"] for p in again.train] == [p["id"] for p in capped.train]  # seeded
     with pytest.raises(ValueError, match="max_base_pairs"):
         RewardStageConfig.from_profile("tiny", max_base_pairs=-1)
+
+
+# Generated rows the labeler can judge: one constraint each, a topic, and its keyword stems.
+TOPIC_ROWS = [{"id": f"t{i}", "messages": [{"role": "user", "content": f"Tell me about {topic}. Use only lowercase letters."}],
+               "topic_keywords": [stem], "constraints": [{"kind": "lowercase"}]}
+              for i, (topic, stem) in enumerate([("volcanoes", "volcan"), ("rabbits", "rabbit"), ("tea", "tea")])]
+ANSWERS = {"t0": "volcanoes erupt when molten rock rises to the surface.",
+           "t1": "rabbits are small mammals that live in burrows underground.",
+           "t2": "tea is brewed from the dried leaves of a shrub."}
+
+
+def _judged_records(rows, answers):
+    from helpers.labeler import judge
+
+    records = []
+    for row in rows:
+        texts = [answers[row["id"]], "Cut off in the mid"]  # a good answer, and one that fails two gates
+        samples = []
+        for text in texts:
+            verdict = judge(row, text)
+            samples.append({"text": text, "truncated": False, "score": verdict.score, "gates": verdict.gates})
+        records.append({"id": row["id"], "samples": samples})
+    return records
+
+
+def test_swapped_pairs_set_a_prompts_answer_against_another_prompts_judged_for_this_one():
+    from helpers.labeler import judge
+    from helpers.reward import swapped_answer_pairs
+
+    records = _judged_records(TOPIC_ROWS, ANSWERS)
+    assert [s["score"] for s in records[0]["samples"]] == [1.0, 0.0]
+    pairs = swapped_answer_pairs(TOPIC_ROWS, records, n_pairs=10, min_gap=0.1, seed=0)
+    assert len(pairs) == 6  # each prompt's good answer against each other prompt's: 3 x 2, no duplicates
+    rows = {row["id"]: row for row in TOPIC_ROWS}
+    for pair in pairs:
+        assert pair["chosen"] == ANSWERS[pair["prompt_id"]] and pair["rejected"] in ANSWERS.values()
+        assert pair["rejected"] != pair["chosen"]  # only gate-passing answers are used, never the cut-off one
+        verdict = judge(rows[pair["prompt_id"]], pair["rejected"])
+        assert pair["rejected_score"] == verdict.score == 0.05 and not verdict.gates["on_topic"]  # lowercase met
+    assert swapped_answer_pairs(TOPIC_ROWS, records, 4, 0.1, seed=0) == pairs[:4]  # seeded, draws in order
+    suits_both = dict(ANSWERS, t2="tea grows on volcanoes and rabbits nibble it.")  # on topic everywhere
+    kept = swapped_answer_pairs(TOPIC_ROWS, _judged_records(TOPIC_ROWS, suits_both), 10, 0.1, seed=0)
+    assert all(p["rejected"] != suits_both["t2"] for p in kept) and len(kept) == 4  # a tie is no comparison
+    assert swapped_answer_pairs(TOPIC_ROWS, _judged_records(TOPIC_ROWS, suits_both), 10, 0.0, seed=0) == kept  # min_gap 0 too
+
+
+def test_swapped_pairs_join_training_from_training_prompts_only(tokenizer):
+    from helpers.reward import make_comparisons
+
+    rows = [dict(row, id=f"{row['id']}-{k}") for k in range(4) for row in TOPIC_ROWS]  # 12 prompts, 4 per topic
+    answers = {row["id"]: ANSWERS[row["id"].split("-")[0]] + f" ({row['id'][-1]})" for row in rows}
+    records = _judged_records(rows, answers)
+    cfg = RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, heldout_fraction=0.25, swapped_pairs=20)
+    comparisons = make_comparisons(rows, records, tokenizer, cfg)
+    swapped = [p for p in comparisons.train if "-swap-" in p["id"]]
+    assert len(swapped) == comparisons.tally["swapped_train_pairs"] == 20
+    held = {p["prompt_id"] for p in comparisons.heldout}
+    held_texts = {s["text"] for rec in records if rec["id"] in held for s in rec["samples"]}
+    assert len(held) == 3 and all(p["prompt_id"] not in held for p in swapped)
+    assert not held_texts & {p["rejected"] for p in swapped}  # no held-out answer leaks in as someone else's
+    assert "swapped_train_pairs" not in make_comparisons(rows, records, tokenizer,
+                                                         RewardStageConfig.from_profile("tiny", swapped_pairs=0)).tally
+    with pytest.raises(ValueError, match="swapped_pairs"):
+        RewardStageConfig.from_profile("tiny", swapped_pairs=-1)
