@@ -247,7 +247,7 @@ class RewardStageConfig(LoRAStageConfig):
         # tiny's 32-token answers nearly all fail a gate: only exact ties are dropped, so pairs remain.
         "tiny": {"k_samples": 4, "heldout_fraction": 0.25, "min_gold_gap": 0.0, "lora_r": 8, "lora_alpha": 16,
                  "epochs": 1, "trainable_layers": 4, "batch_size": 4, "max_length": 256, "save_steps": 2,
-                 "swapped_pairs": 8},
+                 "swapped_pairs": 0},  # few tiny answers pass every gate; the unit tests cover relevance pairs
         "gpu": {"k_samples": 6, "epochs": 1, "trainable_layers": 0, "max_base_pairs": 0, "batch_size": 16,
                 "max_length": 768, "save_steps": 100},
     }
