@@ -318,6 +318,8 @@ class PPOStageConfig(StageConfig):
     max_new_tokens: int = _field(48, "response token limit during PPO rollouts")
     temperature: float = _field(1.0, "sampling temperature T; log-probabilities use logits / T, as sampled")
     learning_rate: float = _field(3e-4, "AdamW learning rate of the policy and value adapters and the value head")
+    warmup_iterations: int = _field(0, "the learning rate rises linearly to learning_rate over this many iterations "
+                                    "(0: none); Adam's first steps move every weight by about lr")
     kl_coef: float = _field(0.05, "beta: per-token penalty -beta * (log pi - log pi_ref) (initial value if adaptive)")
     adaptive_kl: bool = _field(False, "adapt beta towards target_kl (Ziegler et al., 2019)", (True, False))
     target_kl: float = _field(6.0, "adaptive KL: target KL to the reference, in nats per response")
@@ -354,6 +356,7 @@ class PPOStageConfig(StageConfig):
         for name in ("temperature", "learning_rate", "target_kl", "clip_range", "clip_range_value", "max_grad_norm"):
             self._require(getattr(self, name) > 0, name, "a number > 0")
         self._require(self.trainable_layers >= 0, "trainable_layers", "an integer >= 0 (0: all layers)")
+        self._require(self.warmup_iterations >= 0, "warmup_iterations", "an integer >= 0 (0: no warm-up)")
         for name in ("kl_coef", "vf_coef", "max_approx_kl", "ptx_coef"):
             self._require(getattr(self, name) >= 0, name, "a number >= 0")
         self._require(0.0 <= self.gamma <= 1.0, "gamma", "a number in [0, 1]")

@@ -183,6 +183,41 @@ def accuracy_by_reason(records: list[dict], rewards: list[list[float]], min_gap:
     return table.sort_values("pairs", ascending=False, kind="stable").reset_index(drop=True)
 
 
+LENGTH_EDGES = (0, 16, 32, 48, 64, 96)
+"""Token-count bucket edges of ``reward_by_length``; the last bucket is open-ended."""
+
+
+def reward_by_length(records: list[dict], rewards: list[list[float]], edges=LENGTH_EDGES) -> pd.DataFrame:
+    """Mean reward and gold score of judged answers grouped by length: the reward model's length bias.
+
+    A reward model that learned "a cut-off answer loses" but not "a short answer misses the
+    topic" rates short answers highest, while the labeler's gold score climbs with length;
+    PPO then shortens its answers (Singhal et al., 2023, "A Long Way to Go"). One line per
+    bucket ``(low, high]`` of ``n_tokens`` (the last is ``> edges[-1]``), empty buckets left
+    out: ``answers``, ``reward``, ``gold``, ``reward_finished`` (mean reward of the answers
+    that passed the ``finished`` gate, NaN if none) and the shares passing ``finished``,
+    ``on_topic`` and every gate.
+    """
+    lines = []
+    for record, scores in zip(records, rewards, strict=True):
+        if len(scores) != len(record["samples"]):
+            raise ValueError(f"prompt {record['id']}: {len(record['samples'])} answers but {len(scores)} rewards")
+        for sample, reward in zip(record["samples"], scores):
+            gates = sample["gates"]
+            lines.append({"n_tokens": sample["n_tokens"], "reward": reward, "gold": sample["score"],
+                          "finished": gates["finished"], "on_topic": gates["on_topic"], "all_gates": all(gates.values())})
+    table = pd.DataFrame(lines)
+    bounds = list(edges) + [float("inf")]
+    labels = [f"{low + 1}-{high}" for low, high in zip(edges, edges[1:])] + [f">{edges[-1]}"]
+    table["tokens"] = pd.cut(table["n_tokens"], bounds, labels=labels)
+    table["reward_if_finished"] = table["reward"].where(table["finished"])
+    grouped = table.groupby("tokens", observed=True)
+    out = grouped.agg(answers=("reward", "size"), reward=("reward", "mean"), gold=("gold", "mean"),
+                      reward_finished=("reward_if_finished", "mean"), finished=("finished", "mean"),
+                      on_topic=("on_topic", "mean"), all_gates=("all_gates", "mean"))
+    return out.reset_index().assign(tokens=lambda t: t["tokens"].astype(str))
+
+
 def pick_samples(records: list[dict], choice: list[int]) -> list[dict]:
     """Records with one sample each: ``records[i]["samples"][choice[i]]``."""
     return [{"id": r["id"], "samples": [r["samples"][k]]} for r, k in zip(records, choice, strict=True)]

@@ -25,7 +25,9 @@ One iteration has five phases, each a function below, called in this order by :f
          + vf_coef * 1/2 E[max((V - R)^2, (V_old + clip(V - V_old, -eps_v, eps_v) - R)^2)]
          + ptx_coef * E_demo[-log pi_theta(y_demo | x_demo)]                  (PPO-ptx, optional)
 
-   with the global gradient norm clipped, the update stopped early when the approximate
+   with the learning rate optionally warmed up over the first ``warmup_iterations`` (Adam's
+   first steps move every weight by about the full rate, whatever the gradient's size),
+   the global gradient norm clipped, the update stopped early when the approximate
    KL(old || new) exceeds ``max_approx_kl``, and minibatches whose loss is not finite
    skipped and counted.
 
@@ -419,6 +421,13 @@ def iteration_metrics(iteration: int, batch: Batch, kl: torch.Tensor, returns: t
     }
 
 
+def learning_rate_at(iteration: int, cfg: PPOStageConfig) -> float:
+    """Linear warm-up: lr * min(1, (iteration + 1) / warmup_iterations); a function of the iteration, so resumable."""
+    if cfg.warmup_iterations <= 0:
+        return cfg.learning_rate
+    return cfg.learning_rate * min(1.0, (iteration + 1) / cfg.warmup_iterations)
+
+
 def make_optimizer(roles: PPORoles, cfg: PPOStageConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(list(roles.trainable_parameters().values()), lr=cfg.learning_rate, eps=1e-5,
                              weight_decay=0.0)
@@ -453,6 +462,8 @@ def train_ppo(roles: PPORoles, tokenizer, prompts: list[dict], cfg: PPOStageConf
     for iteration in range(len(metrics), end):
         seed = cfg.seed * 1_000_003 + iteration
         rows = prompts_for_iteration(prompts, iteration, cfg.batch_size, cfg.seed)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(iteration, cfg)
         t0 = time.perf_counter()
         batch = rollout(roles, tokenizer, rows, cfg, seed)
         t1 = time.perf_counter()
@@ -463,6 +474,7 @@ def train_ppo(roles: PPORoles, tokenizer, prompts: list[dict], cfg: PPOStageConf
         t3 = time.perf_counter()
         row = iteration_metrics(iteration, batch, kl, returns, controller.value, update_stats,
                                 {"rollout": t1 - t0, "score": t2 - t1, "update": t3 - t2}, cfg)
+        row["learning_rate"] = optimizer.param_groups[0]["lr"]
         controller.update(row["kl"], cfg.batch_size)
         metrics.append(row)
         write_metrics(stage_dir, metrics)

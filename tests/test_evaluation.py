@@ -227,3 +227,25 @@ def test_implicit_accuracies_of_several_adapters_equal_one_at_a_time(sft_model, 
                                                        ("no", "Absolutely, with pleasure.")])]
     together = implicit_preference_accuracies(sft_model, tokenizer, pairs, [None, "sft", None], "sft", batch_size=2)
     assert together == {None: implicit_preference_accuracy(sft_model, tokenizer, pairs, None, "sft"), "sft": 0.5}
+
+
+def _judged(n_tokens, score, finished=True, on_topic=True):
+    gates = {"nonempty": True, "substantive": True, "on_topic": on_topic, "not_repetitive": True, "finished": finished}
+    return {"n_tokens": n_tokens, "score": score, "gates": gates}
+
+
+def test_reward_by_length_groups_answers_into_token_buckets():
+    from helpers.evaluation import reward_by_length
+
+    records = [{"id": "a", "samples": [_judged(5, 0.05, on_topic=False), _judged(40, 1.0), _judged(100, 0.05, finished=False)]},
+               {"id": "b", "samples": [_judged(16, 0.5), _judged(45, 0.0)]}]
+    rewards = [[2.0, 1.0, -1.0], [0.0, 3.0]]
+    table = reward_by_length(records, rewards, edges=(0, 16, 48)).set_index("tokens")
+    assert list(table.index) == ["1-16", "17-48", ">48"]
+    assert table.loc["1-16", "answers"] == 2 and table.loc["1-16", "reward"] == pytest.approx(1.0)
+    assert table.loc["1-16", "gold"] == pytest.approx(0.275) and table.loc["1-16", "on_topic"] == pytest.approx(0.5)
+    assert table.loc["17-48", "reward"] == pytest.approx(2.0) and table.loc["17-48", "all_gates"] == 1.0
+    assert table.loc[">48", "finished"] == 0.0 and math.isnan(table.loc[">48", "reward_finished"])
+    assert table.loc[">48", "reward"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="prompt b: 2 answers but 1 rewards"):
+        reward_by_length(records, [[2.0, 1.0, -1.0], [0.0]])

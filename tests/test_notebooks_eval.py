@@ -69,6 +69,9 @@ def test_notebook_06_checks_the_reward_model_on_the_best_of_n_pool(tiny_run):
                                        [0.0] * check["answers"], min_gap)
     assert check["pairs"] == pairs  # which pairs count depends on the gold scores alone
     assert sum(r["pairs"] for r in check["accuracy_by_reason"].values()) == pairs  # the same pairs, split
+    by_length = check["by_length"]  # every pool answer, grouped by its token count
+    assert sum(b["answers"] for b in by_length.values()) == check["answers"]
+    assert sum(b["gold"] * b["answers"] for b in by_length.values()) == pytest.approx(sum(map(sum, gold)))
     assert check["gold_mean"] == pytest.approx(sum(map(sum, gold)) / check["answers"])
     assert check["gold_best"] == pytest.approx(sum(map(max, gold)) / len(pool))
     assert check["gold_top_reward"] == pytest.approx(meta["headline"][f"best-of-{n_max}"]["gold"])  # the same pick

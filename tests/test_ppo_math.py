@@ -12,6 +12,7 @@ from helpers.ppo import (
     compute_gae,
     explained_variance,
     kl_penalty,
+    learning_rate_at,
     masked_mean,
     masked_whiten,
     policy_loss,
@@ -155,6 +156,15 @@ def test_prompts_for_iteration_walks_passes_in_seeded_orders():
     assert sorted(second_pass) == list(range(10)) and second_pass != first_pass
     assert prompts_for_iteration(rows, 3, 5, seed=0) == prompts_for_iteration(rows, 3, 5, seed=0)
     assert len(prompts_for_iteration(rows[:3], 0, 5, seed=0)) == 5  # fewer prompts than a batch: repeated
+
+
+def test_learning_rate_warms_up_linearly_then_holds():
+    cfg = PPOStageConfig.from_profile("tiny", learning_rate=1e-3, warmup_iterations=4)
+    assert [learning_rate_at(i, cfg) for i in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    no_warmup = PPOStageConfig.from_profile("tiny", learning_rate=1e-3, warmup_iterations=0)
+    assert learning_rate_at(0, no_warmup) == 1e-3
+    with pytest.raises(ConfigError, match="warmup_iterations"):
+        PPOStageConfig.from_profile("tiny", warmup_iterations=-1)
 
 
 def test_ppo_config_checks_its_fields():
