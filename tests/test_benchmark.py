@@ -58,3 +58,34 @@ def test_report_adds_gpu_memory_only_for_gpu_runs(bench, capsys):
     bench.print_report(on_cpu)
     printed = capsys.readouterr().out
     assert "GPU memory" not in printed and "ours / trl episodes/s: 0.75x; peak RSS: 1.11x\n" in printed
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    spec = importlib.util.spec_from_file_location("ppo_sweep", REPO_ROOT / "benchmarks" / "ppo_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_reads_overrides_as_json_values(sweep):
+    assert sweep.parse_overrides(["seed=1", "adaptive_kl=true", "kl_coef=0.1", "profile=cpu"]) == \
+        {"seed": 1, "adaptive_kl": True, "kl_coef": 0.1, "profile": "cpu"}
+    with pytest.raises(SystemExit, match="expected NAME=VALUE"):
+        sweep.parse_overrides(["warmup_iterations"])
+
+
+def test_sweep_needs_a_run_with_a_reward_model(sweep, tmp_path):
+    with pytest.raises(FileNotFoundError, match="run notebook 01_instruction_data.ipynb first"):
+        sweep.main(["--run-dir", str(tmp_path), "--name", "try"])
+
+
+def test_sweep_refuses_a_name_already_used_with_other_settings(sweep, tmp_path):
+    from helpers.files import write_json
+
+    for stage in ("data", "sft", "reward"):
+        write_json(tmp_path / stage / "meta.json", {"config": {"data": {"profile": "tiny", "source": "generated"},
+                                                               "model": {}}, "adapter": "sft/adapter", "model": "reward/model"})
+    write_json(tmp_path / "ppo-sweep" / "try" / "settings.json", {"seed": 5})
+    with pytest.raises(SystemExit, match="other settings; pick another --name"):
+        sweep.main(["--run-dir", str(tmp_path), "--name", "try", "--set", "seed=1"])

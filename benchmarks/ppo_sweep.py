@@ -1,0 +1,124 @@
+"""Try PPO settings on a finished run without redoing notebooks 01-03, and score each try like notebook 04.
+
+    .venv/bin/python benchmarks/ppo_sweep.py --run-dir runs/cpu --name warmup6 --set warmup_iterations=6
+    .venv/bin/python benchmarks/ppo_sweep.py --run-dir runs/cpu --name seed1 --set seed=1
+
+Each try trains notebook 04's loop (``helpers.ppo.train_ppo``, the same roles and reward) with the
+run's ``cpu``/``gpu``/``tiny`` PPO profile plus the ``--set`` overrides, in
+``<run-dir>/ppo-sweep/<name>/`` (resumable like notebook 04: re-running an interrupted try goes on
+from its last checkpoint). Then, as notebook 04's evaluation cell does, the policy answers every
+evaluation prompt once and the gold score, win rate against the stored SFT answers, KL and length are
+written to ``<name>/result.json`` and appended to ``ppo-sweep/results.jsonl``. A finished try is
+printed, not retrained: pick a new ``--name`` to try again. Generated data only (the gold labeler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from helpers.config import DataConfig, ModelConfig, PPOStageConfig  # noqa: E402
+from helpers.files import append_jsonl, read_json, read_jsonl, write_json  # noqa: E402
+from helpers.runs import require_finished  # noqa: E402
+
+
+def parse_overrides(settings: list[str]) -> dict:
+    """``["seed=1", "adaptive_kl=true"]`` -> ``{"seed": 1, "adaptive_kl": True}`` (values read as JSON, else text)."""
+    overrides = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--set {setting!r}: expected NAME=VALUE, e.g. --set warmup_iterations=6")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", required=True, help="a run whose notebooks 01-03 finished (generated data)")
+    parser.add_argument("--name", required=True, help="folder name of this try under <run-dir>/ppo-sweep/")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PPOStageConfig field to override (repeatable)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+
+    run_dir = Path(args.run_dir).resolve()
+    data_meta = require_finished(run_dir / "data", "01_instruction_data.ipynb")
+    sft_meta = require_finished(run_dir / "sft", "02_supervised_finetuning.ipynb")
+    reward_meta = require_finished(run_dir / "reward", "03_reward_model.ipynb")
+    data_cfg = DataConfig(**data_meta["config"]["data"])
+    if data_cfg.source != "generated":
+        raise SystemExit(f"{run_dir}: data source {data_cfg.source!r} has no gold labeler; the sweep needs generated data")
+    cfg = PPOStageConfig.from_profile(data_meta["config"]["data"]["profile"], **parse_overrides(args.set))
+    out = run_dir / "ppo-sweep" / args.name
+    settings = json.loads(json.dumps(cfg.to_dict()))  # as stored
+    if (out / "settings.json").exists() and read_json(out / "settings.json") != settings:
+        raise SystemExit(f"{out} holds a try with other settings; pick another --name")
+    if (out / "result.json").exists():
+        result = read_json(out / "result.json")
+        print(f"{out} is finished already (pick another --name to try again):\n{json.dumps(result, indent=2)}")
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "settings.json", settings)
+
+    import torch
+
+    from helpers.adapters import switch_adapter
+    from helpers.dataset import load_split
+    from helpers.demonstrations import sample_and_judge, samples_table
+    from helpers.labeler import gold_score
+    from helpers.models import load_tokenizer
+    from helpers.ppo import train_ppo
+    from helpers.ppo_roles import load_ppo_roles, reward_model_scores
+    from helpers.stats import bootstrap_mean_ci, win_rate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_cfg = ModelConfig(**data_meta["config"]["model"])
+    tokenizer = load_tokenizer(model_cfg)
+    roles = load_ppo_roles(model_cfg, run_dir / sft_meta["adapter"], run_dir / reward_meta["model"],
+                           tokenizer.pad_token_id, trainable_layers=cfg.trainable_layers)
+
+    def reward(rows, texts):
+        return reward_model_scores(roles, tokenizer, rows, texts)
+
+    def gold(rows, texts, truncated):
+        return [gold_score(r, t, truncated=cut) for r, t, cut in zip(rows, texts, truncated)]
+
+    demonstrations = read_jsonl(run_dir / "data" / "demonstrations.jsonl") if cfg.ptx_coef > 0 else None
+    started = time.time()
+    metrics = train_ppo(roles, tokenizer, load_split(run_dir / "data", "ppo"), cfg, out, reward_fn=reward,
+                        gold_fn=gold, demonstrations=demonstrations)
+    train_seconds = time.time() - started
+
+    eval_rows = load_split(run_dir / "data", "eval")
+    switch_adapter(roles.model, "policy")
+    records = sample_and_judge(roles.model, tokenizer, eval_rows, n_samples=1, log_path=out / "eval_samples.jsonl",
+                               desc="policy on eval", max_new_tokens=data_cfg.max_new_tokens,
+                               temperature=data_cfg.temperature, top_p=data_cfg.top_p,
+                               batch_size=data_cfg.batch_size, seed=data_cfg.seed)
+    ppo = samples_table(eval_rows, records)
+    sft = samples_table(eval_rows, read_jsonl(run_dir / "sft" / "sft_eval_samples.jsonl"))
+    mean, low, high = bootstrap_mean_ci(ppo["score"])
+    result = {"name": args.name, "overrides": parse_overrides(args.set), "gold": mean, "ci95": [low, high],
+              "sft_gold": float(sft["score"].mean()), "win_rate_vs_SFT": win_rate(ppo["score"], sft["score"]),
+              "final_kl": metrics[-1]["kl"], "mean_tokens": float(ppo["n_tokens"].mean()),
+              "cut_off": float(ppo["truncated"].mean()),
+              "mean_reward": float(reward(eval_rows, ppo["response"].tolist()).mean()),
+              "episodes": len(metrics) * cfg.batch_size, "train_seconds": round(train_seconds, 1)}
+    write_json(out / "result.json", result)
+    append_jsonl(run_dir / "ppo-sweep" / "results.jsonl", [result])
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
