@@ -1,4 +1,4 @@
-"""benchmarks/ppo_vs_trl.py without running it: TRL's config per device, and the report's GPU lines."""
+"""The benchmark scripts without running them: TRL's config per device, the report's GPU lines, the sweep's guards."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ import pytest
 from helpers.runs import REPO_ROOT
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("ppo_vs_trl", REPO_ROOT / "benchmarks" / "ppo_vs_trl.py")
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load_script("ppo_vs_trl")
 
 
 ARGS = Namespace(batch_size=16, minibatches=2, ppo_epochs=2, iterations=3, response_length=48)
@@ -62,10 +66,7 @@ def test_report_adds_gpu_memory_only_for_gpu_runs(bench, capsys):
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("ppo_sweep", REPO_ROOT / "benchmarks" / "ppo_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_script("ppo_sweep")
 
 
 def test_sweep_reads_overrides_as_json_values(sweep):
