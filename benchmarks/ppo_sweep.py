@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     from helpers.adapters import switch_adapter
     from helpers.dataset import load_split
     from helpers.demonstrations import sample_and_judge, samples_table
-    from helpers.labeler import gold_score
+    from helpers.labeler import gold_scores
     from helpers.models import load_tokenizer
     from helpers.ppo import train_ppo
     from helpers.ppo_roles import load_ppo_roles, reward_model_scores
@@ -90,13 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
     def reward(rows, texts):
         return reward_model_scores(roles, tokenizer, rows, texts)
 
-    def gold(rows, texts, truncated):
-        return [gold_score(r, t, truncated=cut) for r, t, cut in zip(rows, texts, truncated)]
-
     demonstrations = read_jsonl(run_dir / "data" / "demonstrations.jsonl") if cfg.ptx_coef > 0 else None
     started = time.time()
     metrics = train_ppo(roles, tokenizer, load_split(run_dir / "data", "ppo"), cfg, out, reward_fn=reward,
-                        gold_fn=gold, demonstrations=demonstrations)
+                        gold_fn=gold_scores, demonstrations=demonstrations)
     train_seconds = time.time() - started
 
     eval_rows = load_split(run_dir / "data", "eval")

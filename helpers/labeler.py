@@ -202,3 +202,8 @@ def judge(row: dict, response: str, *, truncated: bool | None = None) -> Judgeme
 def gold_score(row: dict, response: str, *, truncated: bool | None = None) -> float:
     """Return only the gold score of ``judge``."""
     return judge(row, response, truncated=truncated).score
+
+
+def gold_scores(rows: Sequence[dict], responses: Sequence[str], truncated: Sequence[bool]) -> list[float]:
+    """``gold_score`` of each (row, response, truncated) triple: the gold function PPO logs live."""
+    return [gold_score(row, response, truncated=cut) for row, response, cut in zip(rows, responses, truncated, strict=True)]

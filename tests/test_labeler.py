@@ -205,3 +205,12 @@ def test_realistic_answers_pass_every_gate(keywords, answer):
     judgement = judge(row, answer)
     assert judgement.gates == dict.fromkeys(judgement.gates, True)
     assert judgement.score == 1.0
+
+
+def test_gold_scores_judge_each_answer_with_its_row_and_cut_off_flag():
+    from helpers.labeler import gold_score, gold_scores
+
+    row = {"id": "r", "topic_keywords": ["volcan"], "constraints": [{"kind": "lowercase"}]}
+    text = "volcanoes erupt when molten rock rises."
+    assert gold_scores([row, row], [text, text], [False, True]) == [gold_score(row, text), gold_score(row, text, truncated=True)]
+    assert gold_scores([row, row], [text, text], [False, True]) == [1.0, 0.05]
