@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     from helpers.models import load_tokenizer
     from helpers.ppo import train_ppo
     from helpers.ppo_roles import load_ppo_roles, reward_model_scores
-    from helpers.stats import bootstrap_mean_ci, win_rate
+    from helpers.stats import bootstrap_mean_ci, paired_comparison
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,8 +105,11 @@ def main(argv: list[str] | None = None) -> dict:
     ppo = samples_table(eval_rows, records)
     sft = samples_table(eval_rows, read_jsonl(run_dir / "sft" / "sft_eval_samples.jsonl"))
     mean, low, high = bootstrap_mean_ci(ppo["score"])
+    versus = paired_comparison(ppo["score"], sft["score"])  # prompt by prompt: the same evaluation prompts
     result = {"name": args.name, "overrides": parse_overrides(args.set), "gold": mean, "ci95": [low, high],
-              "sft_gold": float(sft["score"].mean()), "win_rate_vs_SFT": win_rate(ppo["score"], sft["score"]),
+              "sft_gold": float(sft["score"].mean()),
+              "gain_vs_SFT": versus["gain"], "gain_ci95": [versus["gain_ci95_low"], versus["gain_ci95_high"]],
+              "win_rate_vs_SFT": versus["win_rate"], "win_ci95": [versus["win_ci95_low"], versus["win_ci95_high"]],
               "final_kl": metrics[-1]["kl"], "mean_tokens": float(ppo["n_tokens"].mean()),
               "cut_off": float(ppo["truncated"].mean()),
               "mean_reward": float(reward(eval_rows, ppo["response"].tolist()).mean()),

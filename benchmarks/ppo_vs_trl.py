@@ -334,7 +334,11 @@ def child_trl(args, stdout) -> None:
         "iteration_seconds": [round(b - a, 3) for a, b in zip(clock.marks, clock.marks[1:])],
         "gradient_steps": args.iterations * args.ppo_epochs * args.minibatches,  # TRL never stops an update early
         "trainable_parameters": trainable,
-        "eos_rate": sum(eos) / len(eos) if eos else None,  # EOS tokens in raw responses / batch (approximate)
+        # TRL logs only val/num_eos_tokens: EOS tokens in the raw responses, whose padding after a finished answer
+        # is the generation config's pad id (SmolLM2's is its EOS id), so it is no share of finished answers (it
+        # can exceed 1). Kept under its own name; TRL does not log an EOS rate.
+        "eos_rate": None,
+        "eos_tokens_per_episode": sum(eos) / len(eos) if eos else None,
     }, stdout)
 
 

@@ -38,7 +38,8 @@ from .adapters import reward_scores, switch_adapter
 from .demonstrations import sample_and_judge
 from .files import read_jsonl
 from .generation import render_prompts
-from .stats import bootstrap_mean_ci, spearman, win_rate, within_prompt_agreement, within_prompt_spearman
+from .stats import (bootstrap_mean_ci, paired_comparison, spearman, win_rate, within_prompt_agreement,
+                    within_prompt_spearman)
 
 
 def records_for(rows: list[dict], path) -> list[dict]:
@@ -328,15 +329,20 @@ def implicit_preference_accuracies(model, tokenizer, pairs: list[dict], adapters
 
 
 def summarize(table: pd.DataFrame, sft: pd.DataFrame | None, measure: str) -> dict:
-    """One headline row: mean of ``measure`` ('gold' or 'reward') with its 95 % CI, win rate vs SFT, reward, KL,
-    tokens and EOS rate. ``table`` and ``sft`` hold one line per prompt (columns id, gold, reward, kl, n_tokens, eos)."""
+    """One headline row: mean of ``measure`` ('gold' or 'reward') with its 95 % CI, reward, KL, tokens and EOS
+    rate; against ``sft``, prompt by prompt, the gain and the win rate with paired 95 % intervals
+    (``helpers.stats.paired_comparison``). ``table`` and ``sft`` hold one line per prompt (columns id, gold,
+    reward, kl, n_tokens, eos)."""
     mean, low, high = bootstrap_mean_ci(table[measure])
     row = {"prompts": len(table), measure: mean, "ci95_low": low, "ci95_high": high,
            "reward": float(table["reward"].mean()), "kl": float(table["kl"].mean()),
            "tokens": float(table["n_tokens"].mean()), "eos_rate": float(table["eos"].mean())}
     if sft is not None:
         paired = table.merge(sft[["id", measure]], on="id", suffixes=("", "_sft"))
-        row["win_rate_vs_sft"] = win_rate(paired[measure], paired[f"{measure}_sft"])
+        versus = paired_comparison(paired[measure], paired[f"{measure}_sft"])
+        row.update({"win_rate_vs_sft": versus["win_rate"], "win_ci95_low": versus["win_ci95_low"],
+                    "win_ci95_high": versus["win_ci95_high"], "gain_vs_sft": versus["gain"],
+                    "gain_ci95_low": versus["gain_ci95_low"], "gain_ci95_high": versus["gain_ci95_high"]})
     return row
 
 

@@ -23,8 +23,9 @@ from .files import read_json, read_jsonl, write_text
 STAGES = (("data", "01_instruction_data.ipynb"), ("sft", "02_supervised_finetuning.ipynb"),
           ("reward", "03_reward_model.ipynb"), ("ppo", "04_ppo.ipynb"), ("dpo", "05_dpo.ipynb"),
           ("eval", "06_evaluation.ipynb"))
-HEADLINE_COLUMNS = ("prompts", "gold", "reward", "ci95_low", "ci95_high", "win_rate_vs_sft", "kl", "tokens",
-                    "eos_rate", "preference_accuracy")
+HEADLINE_COLUMNS = ("prompts", "gold", "reward", "ci95_low", "ci95_high", "gain_vs_sft", "gain_ci95_low",
+                    "gain_ci95_high", "win_rate_vs_sft", "win_ci95_low", "win_ci95_high", "kl", "tokens", "eos_rate",
+                    "preference_accuracy")
 
 
 def collect(run_dir: str | Path) -> dict:
@@ -118,6 +119,14 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _interval(row, name: str, spec: str) -> str:
+    """", 95 % CI low to high" from a headline row's ``<name>_ci95_low/high``, or "" where a run predates them."""
+    low, high = row.get(f"{name}_ci95_low"), row.get(f"{name}_ci95_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    return f", 95 % CI {format(low, spec)} to {format(high, spec)}"
+
+
 def _summary_lines(info: dict) -> list[str]:
     run, metas = info["run"], info["metas"]
     data = metas.get("data", {})
@@ -131,7 +140,8 @@ def _summary_lines(info: dict) -> list[str]:
         if {"SFT", "PPO (final)"} <= set(table.index):
             ppo, sft = table.loc["PPO (final)"], table.loc["SFT"]
             lines.append(f"- PPO (final) vs SFT: {measure} {ppo[measure]:.3f} vs {sft[measure]:.3f} "
-                         f"({ppo[measure] - sft[measure]:+.3f}); PPO wins {ppo['win_rate_vs_sft']:.0%} of prompts; "
+                         f"({ppo[measure] - sft[measure]:+.3f}{_interval(ppo, 'gain', '+.3f')}); PPO wins "
+                         f"{ppo['win_rate_vs_sft']:.0%} of prompts{_interval(ppo, 'win', '.0%')}; "
                          f"KL to SFT {ppo['kl']:.2f} nats")
         check = eval_meta.get("reward_model_check")
         if check:

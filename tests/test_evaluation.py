@@ -64,6 +64,10 @@ def test_summarize_pairs_contender_and_sft_by_prompt_with_ties_as_half():
     assert row["gold"] == pytest.approx(0.5)
     assert row["ci95_low"] <= row["gold"] <= row["ci95_high"]
     assert row["win_rate_vs_sft"] == pytest.approx((1 + 0.5 + 0) / 3)  # d wins, c ties, b loses
+    assert row["gain_vs_sft"] == pytest.approx((0.5 + 0.0 - 0.5) / 3)
+    assert row["gain_ci95_low"] <= row["gain_vs_sft"] <= row["gain_ci95_high"]
+    assert -0.5 <= row["gain_ci95_low"] and row["gain_ci95_high"] <= 0.5
+    assert 0.0 <= row["win_ci95_low"] <= row["win_rate_vs_sft"] <= row["win_ci95_high"] <= 1.0
     assert (row["reward"], row["kl"], row["tokens"], row["eos_rate"]) == pytest.approx((2.0, 3.0, 6.0, 2 / 3))
     assert "win_rate_vs_sft" not in summarize(sft, None, "gold")
 
@@ -164,6 +168,21 @@ def test_report_from_a_run_folder(tmp_path):
                           "metas": {"ppo": {"finished": "t1", "memory": {"peak_rss_mb": 2048.0}}}})
     assert stages.loc["ppo", "minutes"] == "2.0" and stages.loc["ppo", "peak_rss_gb"] == "2.00"
     assert stages.loc["dpo", "finished"] == "not run"
+
+
+def test_report_gives_the_paired_intervals_when_the_run_has_them(tmp_path):
+    from helpers.files import read_json
+    from helpers.report import write_report
+
+    _fake_run(tmp_path)
+    meta = read_json(tmp_path / "eval" / "meta.json")
+    meta["headline"]["PPO (final)"].update({"gain_vs_sft": 0.125, "gain_ci95_low": -0.05, "gain_ci95_high": 0.3,
+                                            "win_ci95_low": 0.4, "win_ci95_high": 0.85})
+    write_json(tmp_path / "eval" / "meta.json", meta)
+    write_report(tmp_path, static_images=False)
+    summary = (tmp_path / "report.md").read_text()
+    assert ("PPO (final) vs SFT: gold 0.375 vs 0.250 (+0.125, 95 % CI -0.050 to +0.300); PPO wins 62% of prompts, "
+            "95 % CI 40% to 85%; KL to SFT 2.50 nats") in summary
 
 
 def test_report_names_a_folder_that_is_not_a_run(tmp_path):

@@ -41,7 +41,10 @@ def test_notebook_06_evaluates_every_contender(tiny_run):
         assert 0.0 <= row["ci95_low"] <= row["gold"] <= row["ci95_high"] <= 1.0, name
         assert 0.0 <= row["eos_rate"] <= 1.0 and row["tokens"] > 0, name
         if name != "SFT":
-            assert 0.0 <= row["win_rate_vs_sft"] <= 1.0, name
+            assert 0.0 <= row["win_ci95_low"] <= row["win_rate_vs_sft"] <= row["win_ci95_high"] <= 1.0, name
+            assert row["gain_ci95_low"] <= row["gain_vs_sft"] <= row["gain_ci95_high"], name
+    for name in ("base", "DPO", "PPO (final)"):  # every prompt: the gain is the difference of the means
+        assert headline[name]["gain_vs_sft"] == pytest.approx(headline[name]["gold"] - headline["SFT"]["gold"])
     assert headline["SFT"]["kl"] == 0.0
     assert headline["best-of-4"]["kl"] == pytest.approx(best_of_n_kl(4))
     assert 0.0 <= headline["DPO"]["preference_accuracy"] <= 1.0

@@ -222,7 +222,10 @@ def test_notebook_04_trains_and_evaluates_the_policy(tiny_run):
     assert metrics[0]["kl"] == 0.0 and metrics[0]["first_ratio"] == pytest.approx(1.0, abs=1e-5)
     assert meta["iterations"] == cfg.iterations and meta["episodes"] == cfg.iterations * cfg.batch_size
     assert set(meta["eval"]) == {"SFT", "PPO"}
-    assert 0.0 <= meta["eval"]["PPO"]["win_rate_vs_SFT"] <= 1.0
+    ppo_eval = meta["eval"]["PPO"]
+    assert 0.0 <= ppo_eval["win_ci95_low"] <= ppo_eval["win_rate_vs_SFT"] <= ppo_eval["win_ci95_high"] <= 1.0
+    assert ppo_eval["gain_vs_SFT"] == pytest.approx(ppo_eval["mean_gold"] - meta["eval"]["SFT"]["mean_gold"])
+    assert ppo_eval["gain_ci95_low"] <= ppo_eval["gain_vs_SFT"] <= ppo_eval["gain_ci95_high"]
     assert meta["eval"]["PPO"]["final_kl"] == metrics[-1]["kl"]
     assert set(meta["seconds_per_iteration"]) == {"rollout", "score", "update"}
     eval_samples = read_jsonl(tiny_run / "ppo" / "ppo_eval_samples.jsonl")

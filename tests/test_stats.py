@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from helpers.stats import spearman, within_prompt_agreement, within_prompt_spearman
+from helpers.stats import paired_comparison, spearman, win_rate, within_prompt_agreement, within_prompt_spearman
 
 
 def test_within_prompt_spearman_ignores_each_prompts_offset():
@@ -40,3 +40,37 @@ def test_within_prompt_agreement_counts_reward_ties_as_wrong_and_nan_without_pai
     assert within_prompt_agreement(["a", "a"], [0.0, 1.0], [2.0, 2.0]) == (0.0, 1)
     share, n = within_prompt_agreement(["a", "b"], [0.0, 1.0], [0.0, 1.0])  # no two answers share a prompt
     assert math.isnan(share) and n == 0
+
+
+def test_paired_comparison_gain_and_win_rate_with_intervals():
+    contender, baseline = [1.0, 0.5, 0.0, 0.8], [0.5, 0.5, 0.25, 0.4]
+    result = paired_comparison(contender, baseline)
+    assert result["gain"] == pytest.approx((0.5 + 0.0 - 0.25 + 0.4) / 4)
+    assert result["win_rate"] == pytest.approx((1 + 0.5 + 0 + 1) / 4) == win_rate(contender, baseline)
+    assert result["gain_ci95_low"] < result["gain"] < result["gain_ci95_high"]
+    assert result["win_ci95_low"] < result["win_rate"] < result["win_ci95_high"]
+    # a bootstrap resamples the four pairs: no interval can leave the range of what one pair gives
+    assert -0.25 <= result["gain_ci95_low"] and result["gain_ci95_high"] <= 0.5
+    assert 0.0 <= result["win_ci95_low"] and result["win_ci95_high"] <= 1.0
+
+
+def test_paired_comparison_is_narrower_than_separate_intervals_when_prompts_vary():
+    """Hard and easy prompts move both contenders alike; pairing removes that spread."""
+    from helpers.stats import bootstrap_mean_ci
+
+    difficulty = [0.0, 0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6] * 4  # (32,) per-prompt level
+    baseline = difficulty
+    contender = [d + 0.05 for d in difficulty]
+    paired = paired_comparison(contender, baseline)
+    _, low, high = bootstrap_mean_ci(contender)
+    assert paired["gain"] == pytest.approx(0.05)
+    assert paired["gain_ci95_low"] == pytest.approx(0.05) and paired["gain_ci95_high"] == pytest.approx(0.05)
+    assert high - low > 0.1  # the contender's own interval is wide
+    assert paired["win_rate"] == 1.0
+
+
+def test_paired_comparison_needs_pairs():
+    with pytest.raises(ValueError, match="at least one pair"):
+        paired_comparison([], [])
+    with pytest.raises(ValueError):
+        paired_comparison([1.0, 2.0], [1.0])
