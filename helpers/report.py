@@ -139,8 +139,9 @@ def _summary_lines(info: dict) -> list[str]:
         measure = eval_meta["measure"]
         if {"SFT", "PPO (final)"} <= set(table.index):
             ppo, sft = table.loc["PPO (final)"], table.loc["SFT"]
+            gain = ppo.get("gain_vs_sft", ppo[measure] - sft[measure])  # runs before the paired columns lack it
             lines.append(f"- PPO (final) vs SFT: {measure} {ppo[measure]:.3f} vs {sft[measure]:.3f} "
-                         f"({ppo[measure] - sft[measure]:+.3f}{_interval(ppo, 'gain', '+.3f')}); PPO wins "
+                         f"({gain:+.3f}{_interval(ppo, 'gain', '+.3f')}); PPO wins "
                          f"{ppo['win_rate_vs_sft']:.0%} of prompts{_interval(ppo, 'win', '.0%')}; "
                          f"KL to SFT {ppo['kl']:.2f} nats")
         check = eval_meta.get("reward_model_check")

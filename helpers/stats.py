@@ -46,8 +46,8 @@ def paired_comparison(scores, baseline_scores, confidence: float = 0.95, n_resam
     ``gain`` is the mean of the per-prompt differences ``scores[i] - baseline_scores[i]`` and
     ``win_rate`` the mean of the per-prompt outcomes (1 win, 0.5 tie, 0 loss; ``win_rate``).
     Both intervals resample prompts, so each prompt's difficulty stays on both sides of its
-    pair: the interval of the gain is narrower than the two contenders' own intervals suggest
-    when prompts vary more than contenders do. Keys: ``gain``, ``gain_ci95_low``,
+    pair: when prompts vary more than contenders do, the interval of the gain is narrower than
+    one for the difference of two independent means. Keys: ``gain``, ``gain_ci95_low``,
     ``gain_ci95_high``, ``win_rate``, ``win_ci95_low``, ``win_ci95_high`` (the names say 95 %;
     ``confidence`` changes the level).
     """

@@ -55,7 +55,7 @@ def test_pick_samples_and_answers_table():
 
 
 def test_summarize_pairs_contender_and_sft_by_prompt_with_ties_as_half():
-    sft = pd.DataFrame({"id": ["a", "b", "c", "d"], "gold": [0.5, 0.5, 0.5, 0.5], "reward": [0.0] * 4,
+    sft = pd.DataFrame({"id": ["a", "b", "c", "d"], "gold": [0.9, 0.5, 0.5, 0.5], "reward": [0.0] * 4,
                         "kl": [0.0] * 4, "n_tokens": [10] * 4, "eos": [True] * 4})
     contender = pd.DataFrame({"id": ["d", "c", "b"], "gold": [1.0, 0.5, 0.0], "reward": [1.0, 2.0, 3.0],
                               "kl": [1.0, 2.0, 6.0], "n_tokens": [5, 5, 8], "eos": [True, False, True]})
@@ -64,6 +64,7 @@ def test_summarize_pairs_contender_and_sft_by_prompt_with_ties_as_half():
     assert row["gold"] == pytest.approx(0.5)
     assert row["ci95_low"] <= row["gold"] <= row["ci95_high"]
     assert row["win_rate_vs_sft"] == pytest.approx((1 + 0.5 + 0) / 3)  # d wins, c ties, b loses
+    # prompt "a" has no contender answer: the gain is over b, c, d only (0.0), not 0.5 - mean(sft) = -0.1
     assert row["gain_vs_sft"] == pytest.approx((0.5 + 0.0 - 0.5) / 3)
     assert row["gain_ci95_low"] <= row["gain_vs_sft"] <= row["gain_ci95_high"]
     assert -0.5 <= row["gain_ci95_low"] and row["gain_ci95_high"] <= 0.5
