@@ -33,10 +33,15 @@ def spearman(x, y) -> float:
 
 def win_rate(scores, baseline_scores) -> float:
     """Share of paired items where ``scores`` beats ``baseline_scores``; a tie counts as half a win."""
-    pairs = list(zip(scores, baseline_scores, strict=True))
-    if not pairs:
+    return float(win_outcomes(scores, baseline_scores).mean())
+
+
+def win_outcomes(scores, baseline_scores) -> np.ndarray:
+    """Per pair: 1 where ``scores`` beats ``baseline_scores``, 0.5 for a tie, 0 for a loss (NaN loses). -> (n,)"""
+    pairs = np.asarray(list(zip(scores, baseline_scores, strict=True)), dtype=float)  # (n, 2)
+    if pairs.size == 0:
         raise ValueError("win_rate needs at least one pair of scores")
-    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs)
+    return np.where(pairs[:, 0] > pairs[:, 1], 1.0, np.where(pairs[:, 0] == pairs[:, 1], 0.5, 0.0))
 
 
 def paired_comparison(scores, baseline_scores, confidence: float = 0.95, n_resamples: int = 2000,
@@ -51,11 +56,9 @@ def paired_comparison(scores, baseline_scores, confidence: float = 0.95, n_resam
     ``gain_ci95_high``, ``win_rate``, ``win_ci95_low``, ``win_ci95_high`` (the names say 95 %;
     ``confidence`` changes the level).
     """
-    pairs = np.asarray(list(zip(scores, baseline_scores, strict=True)), dtype=float)  # (n, 2)
-    if pairs.size == 0:
-        raise ValueError("paired_comparison needs at least one pair of scores")
-    differences = pairs[:, 0] - pairs[:, 1]  # (n,)
-    outcomes = np.where(differences > 0, 1.0, np.where(differences == 0, 0.5, 0.0))  # (n,)
+    scores, baseline_scores = list(scores), list(baseline_scores)  # read once: any iterable will do
+    outcomes = win_outcomes(scores, baseline_scores)  # (n,); raises on no pairs or unequal lengths
+    differences = np.asarray(scores, dtype=float) - np.asarray(baseline_scores, dtype=float)  # (n,)
     gain = bootstrap_mean_ci(differences, confidence, n_resamples, seed)
     win = bootstrap_mean_ci(outcomes, confidence, n_resamples, seed)
     return {"gain": gain[0], "gain_ci95_low": gain[1], "gain_ci95_high": gain[2],
