@@ -41,15 +41,42 @@ def parse_overrides(settings: list[str]) -> dict:
     return overrides
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def sweep_arguments(description: str, folder: str, config_class: str, argv: list[str] | None):
+    """The command line both sweeps share: --run-dir, --name (a folder under ``<run-dir>/<folder>/``), --set, --threads."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--run-dir", required=True, help="a run whose notebooks 01-03 finished (generated data)")
-    parser.add_argument("--name", required=True, help="folder name of this try under <run-dir>/ppo-sweep/")
+    parser.add_argument("--name", required=True, help=f"folder name of this try under <run-dir>/{folder}/")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a PPOStageConfig field to override (repeatable)")
+                        help=f"a {config_class} field to override (repeatable)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def start_try(out: Path, settings: dict) -> dict | None:
+    """A finished try's result (printed), or None after recording ``settings`` for a new or resumed try;
+    a name already used with other settings is refused."""
+    settings = json.loads(json.dumps(settings))  # as stored
+    if (out / "settings.json").exists() and read_json(out / "settings.json") != settings:
+        raise SystemExit(f"{out} holds a try with other settings; pick another --name")
+    if (out / "result.json").exists():
+        result = read_json(out / "result.json")
+        print(f"{out} is finished already (pick another --name to try again):\n{json.dumps(result, indent=2)}")
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "settings.json", settings)
+    return None
+
+
+def finish_try(out: Path, result: dict) -> dict:
+    """Write ``result.json`` (the try is finished), add a line to the sweep's ``results.jsonl``, print it."""
+    write_json(out / "result.json", result)
+    append_jsonl(out.parent / "results.jsonl", [result])
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = sweep_arguments(__doc__.split("\n\n")[0], "ppo-sweep", "PPOStageConfig", argv)
     run_dir = Path(args.run_dir).resolve()
     data_meta = require_finished(run_dir / "data", "01_instruction_data.ipynb")
     sft_meta = require_finished(run_dir / "sft", "02_supervised_finetuning.ipynb")
@@ -59,15 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{run_dir}: data source {data_cfg.source!r} has no gold labeler; the sweep needs generated data")
     cfg = PPOStageConfig.from_profile(data_meta["config"]["data"]["profile"], **parse_overrides(args.set))
     out = run_dir / "ppo-sweep" / args.name
-    settings = json.loads(json.dumps(cfg.to_dict()))  # as stored
-    if (out / "settings.json").exists() and read_json(out / "settings.json") != settings:
-        raise SystemExit(f"{out} holds a try with other settings; pick another --name")
-    if (out / "result.json").exists():
-        result = read_json(out / "result.json")
-        print(f"{out} is finished already (pick another --name to try again):\n{json.dumps(result, indent=2)}")
-        return result
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "settings.json", settings)
+    finished = start_try(out, cfg.to_dict())
+    if finished is not None:
+        return finished
 
     import torch
 
@@ -114,10 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
               "cut_off": float(ppo["truncated"].mean()),
               "mean_reward": float(reward(eval_rows, ppo["response"].tolist()).mean()),
               "episodes": len(metrics) * cfg.batch_size, "train_seconds": round(train_seconds, 1)}
-    write_json(out / "result.json", result)
-    append_jsonl(run_dir / "ppo-sweep" / "results.jsonl", [result])
-    print(json.dumps(result, indent=2))
-    return result
+    return finish_try(out, result)
 
 
 if __name__ == "__main__":

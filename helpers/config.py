@@ -233,6 +233,8 @@ class RewardStageConfig(LoRAStageConfig):
                                     "more base candidates per prompt they grow as N(N-1)/2 and so does training time")
     swapped_pairs: int = _field(150, "also train on this many relevance pairs: a training prompt's own answer against "
                                      "another prompt's answer, judged for this prompt (0: none)")
+    edit_pairs: int = _field(0, "also train on this many edit pairs: a training prompt's answer against a copy "
+                                "edited by rule to meet or break one of its constraints (helpers.edits; 0: none)")
     use_margin: bool = _field(False, "add the gold-score difference as a margin to the Bradley-Terry loss", (True, False))
     learning_rate: float = _field(5e-4, "AdamW learning rate for the adapter and the score head")
     epochs: int = _field(2, "passes over the training pairs")
@@ -262,6 +264,7 @@ class RewardStageConfig(LoRAStageConfig):
         self._require(self.trainable_layers >= 0, "trainable_layers", "an integer >= 0 (0: all layers)")
         self._require(self.max_base_pairs >= 0, "max_base_pairs", "an integer >= 0 (0: all)")
         self._require(self.swapped_pairs >= 0, "swapped_pairs", "an integer >= 0 (0: none)")
+        self._require(self.edit_pairs >= 0, "edit_pairs", "an integer >= 0 (0: none)")
         self._require(self.learning_rate > 0, "learning_rate", "a number > 0")
 
 

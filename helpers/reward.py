@@ -5,10 +5,11 @@ simulated labeler scores them (our stand-in for a labeler ranking K answers). Ev
 with distinct scores becomes a comparison (y_w preferred over y_l): up to K(K-1)/2 per
 prompt, as in InstructGPT, which also kept each prompt's pairs together in one batch
 and one split; we keep them in one split, so no prompt leaks from training into evaluation.
-Two free sources add training pairs: notebook 01's judged base-model answers, and
+Three free sources add training pairs: notebook 01's judged base-model answers;
 *relevance pairs* (``swapped_answer_pairs``): a prompt's own answer against another
 prompt's answer, judged for this prompt, which teach the on-topic rule the sampled pairs
-hardly isolate.
+hardly isolate; and *edit pairs* (``edit_pairs``): an answer against a copy edited by rule
+to meet or break one of its constraints, which isolate the constraints the same way.
 
 Loss (Ouyang et al., 2022, eq. 1; Bradley & Terry, 1952). A scalar head on the last
 token gives r_theta(x, y); training minimises
@@ -127,6 +128,64 @@ def swapped_answer_pairs(rows: list[dict], records: list[dict], n_pairs: int, mi
     return pairs
 
 
+def edit_pairs(rows: list[dict], records: list[dict], n_pairs: int, min_gap: float, seed: int) -> list[dict]:
+    """Up to ``n_pairs`` comparisons that teach the constraints: an answer against a copy of it
+    edited by rule to meet, or to break, one of the prompt's constraints (``helpers.edits``),
+    both judged by the labeler for this prompt (the higher score is chosen).
+
+    Only answers that passed every quality gate are edited, and a pair is kept only when the
+    edited copy still passes them, the labeler sees exactly that one constraint change (an edit
+    that also broke another, say a cut that dropped the P.S., is skipped) and the scores differ
+    by at least ``min_gap`` (and are never equal), so the pair is decided by that constraint.
+    The (direction, kind) queues take turns in a fixed order, each shuffled with ``seed``, so the
+    common edits (lowercasing, quoting) do not crowd out the rest; each answer is edited at most
+    once. Give it training prompts only. Like every training pair, they also reach notebook 05's DPO.
+    """
+    from .edits import meet, violate
+    from .labeler import judge
+
+    by_id = {row["id"]: row for row in rows}
+    candidates: dict[tuple[str, str], list[tuple]] = {}
+    for rec in records:
+        row = by_id.get(rec["id"])
+        for s_index, sample in enumerate(rec["samples"] if row else []):
+            if not all(sample["gates"].values()):
+                continue
+            for spec in row["constraints"]:
+                for direction, edit in (("meet", meet), ("violate", violate)):
+                    candidates.setdefault((direction, spec["kind"]), []).append((row, s_index, sample, spec, edit))
+    rng = random.Random(seed)
+    queues = [candidates[key] for key in sorted(candidates)]
+    for queue in queues:
+        rng.shuffle(queue)
+    pairs, used = [], set()
+    while queues and len(pairs) < n_pairs:
+        for queue in list(queues):
+            if len(pairs) == n_pairs:
+                break
+            while queue:
+                row, s_index, sample, spec, edit = queue.pop()
+                edited = edit(spec, sample["text"]) if (row["id"], s_index) not in used else None
+                if edited is None:
+                    continue
+                before, after = (judge(row, text, truncated=sample["truncated"]) for text in (sample["text"], edited))
+                changed = {k for k in before.constraints if before.constraints[k] != after.constraints[k]}
+                if (changed != {spec["kind"]} or not all(after.gates.values())
+                        or abs(after.score - before.score) < max(min_gap - 1e-9, 1e-9)):
+                    continue  # the edit changed more than its constraint, broke a gate, or the scores are too close
+                used.add((row["id"], s_index))
+                (chosen, chosen_score), (rejected, rejected_score) = sorted(
+                    [(sample["text"], before.score), (edited, after.score)], key=lambda t: -t[1])
+                pairs.append({"id": f"{row['id']}-edit-{len(pairs)}", "prompt_id": row["id"],
+                              "messages": row["messages"], "chosen": chosen, "rejected": rejected,
+                              "chosen_score": chosen_score, "rejected_score": rejected_score,
+                              "edit": f"{edit.__name__} {spec['kind']}"})
+                break
+            if not queue:
+                queues.remove(queue)
+    return pairs
+
+
 def drop_overlong(pairs: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
     """Pairs whose chosen and rejected conversations both fit ``max_length`` tokens, and how many did not.
 
@@ -239,14 +298,18 @@ def make_comparisons(rows: list[dict], records: list[dict] | None, tokenizer, cf
             extra_pairs = random.Random(cfg.seed).sample(extra_pairs, cfg.max_base_pairs)  # in sampled order
         train = train + extra_pairs
         tally["extra_train_pairs"] = len(extra_pairs)
-    if cfg.swapped_pairs and records is not None:  # training prompts only, base candidates' prompts included
+    if records is not None and (cfg.swapped_pairs or cfg.edit_pairs):
+        # Relevance and edit pairs draw on the training prompts only, the base candidates' prompts included.
         held = {p["prompt_id"] for p in heldout}
         pool_rows = [row for row in rows if row["id"] not in held] + (list(extra[0]) if extra else [])
         pool_records = [rec for rec in records if rec["id"] not in held] + (list(extra[1]) if extra else [])
-        swapped = swapped_answer_pairs(pool_rows, pool_records, cfg.swapped_pairs, cfg.min_gold_gap, cfg.seed)
-        swapped, _ = drop_overlong(swapped, tokenizer, cfg.max_length)
-        train = train + swapped
-        tally["swapped_train_pairs"] = len(swapped)
+        for name, make, n_pairs in (("swapped", swapped_answer_pairs, cfg.swapped_pairs),
+                                    ("edit", edit_pairs, cfg.edit_pairs)):
+            if n_pairs:
+                made, _ = drop_overlong(make(pool_rows, pool_records, n_pairs, cfg.min_gold_gap, cfg.seed),
+                                        tokenizer, cfg.max_length)
+                train = train + made
+                tally[f"{name}_train_pairs"] = len(made)
     return Comparisons(records, pairs, tally, train, heldout)
 
 

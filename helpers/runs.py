@@ -14,6 +14,9 @@ small metadata file beside each checkpoint):
   silently overwritten.
 * ``overwrite=True`` moves the old folder aside (``<name>.old-<time>``) rather
   than deleting it.
+* A config field added to the code after a stage was made is read, in that
+  stage's stored config, as the value that reproduces how it behaved
+  (``FIELDS_ADDED_LATER``), so a new option does not make older stages look changed.
 """
 
 from __future__ import annotations
@@ -92,6 +95,19 @@ class Stage:
         self.state = "finished"
 
 
+FIELDS_ADDED_LATER: dict[str, dict[str, Any]] = {
+    "reward": {"swapped_pairs": 0, "edit_pairs": 0},  # no relevance pairs, no edit pairs
+    "ppo": {"warmup_iterations": 0},  # no warm-up
+}
+"""Per config section, fields added after runs were made, each with the value that means "as before it existed"."""
+
+
+def with_added_fields(stored: dict) -> dict:
+    """A stored stage config with the fields it predates filled in from ``FIELDS_ADDED_LATER``."""
+    return {key: {**FIELDS_ADDED_LATER[key], **value} if key in FIELDS_ADDED_LATER and isinstance(value, dict)
+            else value for key, value in stored.items()}
+
+
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """``["data.n_candidates: 2 -> 3", ...]`` for the (nested) keys whose values differ."""
     found = []
@@ -121,7 +137,7 @@ def open_stage(path: str | Path, config: dict[str, Any], *, overwrite: bool = Fa
     config = json.loads(json.dumps(config))  # compare as stored: tuples become lists
     config_file = path / "config.json"
     if config_file.exists():
-        previous = read_json(config_file)
+        previous = with_added_fields(read_json(config_file))
         if previous != config:
             if not overwrite:
                 what = "a finished stage" if (path / "meta.json").exists() else "an unfinished stage"

@@ -90,3 +90,22 @@ def test_sweep_refuses_a_name_already_used_with_other_settings(sweep, tmp_path):
     write_json(tmp_path / "ppo-sweep" / "try" / "settings.json", {"seed": 5})
     with pytest.raises(SystemExit, match="other settings; pick another --name"):
         sweep.main(["--run-dir", str(tmp_path), "--name", "try", "--set", "seed=1"])
+
+
+def test_reward_sweep_starts_from_the_runs_own_settings(tmp_path):
+    from helpers.config import RewardStageConfig
+    from helpers.files import write_json
+
+    reward_sweep = _load_script("reward_sweep")
+    stored = {"profile": "tiny", "k_samples": 6, "epochs": 1}  # made before swapped_pairs and edit_pairs existed
+    for stage, config in (("data", {"data": {"profile": "tiny", "source": "generated"}, "model": {}}),
+                          ("sft", {}), ("reward", {"reward": stored})):
+        write_json(tmp_path / stage / "meta.json", {"config": config, "adapter": "sft/adapter"})
+    with pytest.raises(SystemExit, match="epoch: not a RewardStageConfig field"):
+        reward_sweep.main(["--run-dir", str(tmp_path), "--name", "try", "--set", "epoch=3"])
+    expected = RewardStageConfig(**stored, swapped_pairs=0, edit_pairs=0).to_dict() | {"epochs": 3}
+    write_json(tmp_path / "reward-sweep" / "try" / "settings.json", expected)
+    write_json(tmp_path / "reward-sweep" / "try" / "result.json", {"name": "try"})
+    assert reward_sweep.main(["--run-dir", str(tmp_path), "--name", "try", "--set", "epochs=3"]) == {"name": "try"}
+    with pytest.raises(SystemExit, match="other settings"):  # the profile's defaults are not the run's settings
+        reward_sweep.main(["--run-dir", str(tmp_path), "--name", "try", "--set", "epochs=3", "--set", "k_samples=4"])

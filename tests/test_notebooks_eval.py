@@ -95,3 +95,30 @@ def test_the_run_ends_with_a_report(tiny_run):
         assert f"| {stage} |" in summary
     check = read_json(tiny_run / "eval" / "meta.json")["reward_model_check"]
     assert f"reward model on {check['answers']} fresh SFT answers ({check['prompts']} prompts)" in summary
+
+
+def test_the_reward_sweep_retrains_notebook_03s_model_and_checks_it_like_notebook_06(tiny_run, capsys):
+    import importlib.util
+
+    from helpers.runs import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("reward_sweep", REPO_ROOT / "benchmarks" / "reward_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    stored = (tiny_run / "reward" / "model" / "score_head.safetensors").read_bytes()
+    result = sweep.main(["--run-dir", str(tiny_run), "--name", "same"])  # the run's own settings
+    reward_meta = read_json(tiny_run / "reward" / "meta.json")
+    assert result["tally"] == reward_meta["comparisons"] and result["train_pairs"] == reward_meta["train_pairs"]
+    diagnostics = reward_meta["diagnostics"]
+    assert result["heldout_accuracy"] == pytest.approx(diagnostics["heldout_accuracy"])  # the same training, seeded
+    assert result["spearman_within_prompt"] == pytest.approx(diagnostics["spearman_within_prompt"], abs=1e-6,
+                                                             nan_ok=True)
+    check = read_json(tiny_run / "eval" / "meta.json")["reward_model_check"]
+    for key in ("pairs", "gold_mean", "gold_best"):
+        assert result["pool"][key] == pytest.approx(check[key])
+    assert result["pool"]["gold_top_reward"] == pytest.approx(check["gold_top_reward"])  # the same favourites
+    assert (tiny_run / "reward" / "model" / "score_head.safetensors").read_bytes() == stored  # reward/ untouched
+    assert read_jsonl(tiny_run / "reward-sweep" / "results.jsonl") == [result]
+    capsys.readouterr()
+    assert sweep.main(["--run-dir", str(tiny_run), "--name", "same"]) == result  # finished: printed, not retrained
+    assert "is finished already" in capsys.readouterr().out

@@ -310,3 +310,40 @@ def test_swapped_pairs_join_training_from_training_prompts_only(tokenizer):
                                                          RewardStageConfig.from_profile("tiny", swapped_pairs=0)).tally
     with pytest.raises(ValueError, match="swapped_pairs"):
         RewardStageConfig.from_profile("tiny", swapped_pairs=-1)
+
+
+def test_edit_pairs_set_an_answer_against_its_copy_edited_to_meet_or_break_one_constraint():
+    from helpers.reward import edit_pairs
+
+    answers = dict(ANSWERS, t2="Tea is brewed from the dried leaves of a shrub.")  # misses "only lowercase"
+    records = _judged_records(TOPIC_ROWS, answers)
+    pairs = edit_pairs(TOPIC_ROWS, records, n_pairs=10, min_gap=0.1, seed=0)
+    assert len(pairs) == 3  # one per gate-passing answer; the cut-off answers are never edited
+    by_prompt = {p["prompt_id"]: p for p in pairs}
+    assert by_prompt["t2"]["edit"] == "meet lowercase"
+    assert (by_prompt["t2"]["chosen"], by_prompt["t2"]["rejected"]) == (ANSWERS["t2"], answers["t2"])
+    assert by_prompt["t0"]["edit"] == "violate lowercase"
+    assert (by_prompt["t0"]["chosen"], by_prompt["t0"]["rejected"]) == (
+        ANSWERS["t0"], "Volcanoes erupt when molten rock rises to the surface.")
+    assert all((p["chosen_score"], p["rejected_score"]) == (1.0, 0.0) for p in pairs)
+    assert edit_pairs(TOPIC_ROWS, records, 2, 0.1, seed=0) == pairs[:2]  # seeded, drawn in order
+    no_gap = [dict(row, constraints=row["constraints"] + [{"kind": "word_count_max", "n": 60}]) for row in TOPIC_ROWS]
+    assert edit_pairs(no_gap, _judged_records(no_gap, answers), 10, 0.6, seed=0) == []  # 1 vs 0.5 < min_gap
+    tangled = [dict(TOPIC_ROWS[0], constraints=[{"kind": "word_count_max", "n": 8}, {"kind": "postscript"}])]
+    text = {"t0": "volcanoes erupt when molten rock rises up.\n\nP.S. they are hot."}  # 11 words
+    # Cutting to 8 words drops the P.S. and dropping the P.S. meets the limit: two constraints change, no pair.
+    assert edit_pairs(tangled, _judged_records(tangled, text), 10, 0.0, seed=0) == []
+
+
+def test_edit_pairs_join_training_from_training_prompts_only(tokenizer):
+    from helpers.reward import make_comparisons
+
+    rows = [dict(row, id=f"{row['id']}-{k}") for k in range(4) for row in TOPIC_ROWS]
+    answers = {row["id"]: ANSWERS[row["id"].split("-")[0]] + f" ({row['id'][-1]})" for row in rows}
+    records = _judged_records(rows, answers)
+    cfg = RewardStageConfig.from_profile("tiny", min_gold_gap=0.1, heldout_fraction=0.25, edit_pairs=20)
+    comparisons = make_comparisons(rows, records, tokenizer, cfg)
+    edited = [p for p in comparisons.train if "-edit-" in p["id"]]
+    assert len(edited) == comparisons.tally["edit_train_pairs"] == 9  # the 9 training prompts' good answers
+    held = {p["prompt_id"] for p in comparisons.heldout}
+    assert len(held) == 3 and all(p["prompt_id"] not in held for p in edited)

@@ -95,6 +95,19 @@ def test_conflict_lists_every_difference_including_added_and_removed_keys(tmp_pa
     assert "(extra: None -> True; seed: 0 -> 1)" in str(info.value)  # a dropped None key reads as unchanged
 
 
+def test_a_field_added_later_reads_as_its_old_behaviour_in_stages_made_before_it(tmp_path):
+    path = tmp_path / "ppo"
+    old = {"ppo": {"iterations": 24}, "model": {"load_in_4bit": True}}  # made before warmup_iterations existed
+    open_stage(path, old).finish({})
+    assert read_json(path / "config.json") == old
+    new = {"ppo": {"iterations": 24, "warmup_iterations": 0}, "model": {"load_in_4bit": True}}
+    assert open_stage(path, new).state == "finished"  # 0 is how the old stage behaved: reused
+    with pytest.raises(StageConflict, match=r"\(ppo.warmup_iterations: 0 -> 6\)"):
+        open_stage(path, {**new, "ppo": {"iterations": 24, "warmup_iterations": 6}})
+    with pytest.raises(StageConflict, match=r"model.warmup_iterations: None -> 0"):  # only in its own section
+        open_stage(path, {**new, "model": {"load_in_4bit": True, "warmup_iterations": 0}})
+
+
 def test_overwrite_moves_the_old_folder_aside(tmp_path):
     path = tmp_path / "data"
     stage = open_stage(path, CONFIG)

@@ -1,0 +1,106 @@
+"""Try reward-model settings on a finished run without redoing notebooks 01-02, and score each try
+like notebooks 03 and 06.
+
+    .venv/bin/python benchmarks/reward_sweep.py --run-dir runs/cpu --name edit150 --set edit_pairs=150
+    .venv/bin/python benchmarks/reward_sweep.py --run-dir runs/cpu --name epochs3 --set epochs=3
+
+Each try takes the run's own notebook-03 settings (``reward/meta.json``) plus the ``--set`` overrides,
+builds notebook 03's comparisons from the run's judged SFT answers (``reward/sft_samples.jsonl``, copied;
+with another ``k_samples``, answers are sampled anew), and trains notebook 03's reward model (``helpers.train.train_reward``, resumable) in
+``<run-dir>/reward-sweep/<name>/``. Then it reports what notebook 03 reports (held-out pairwise
+accuracy, Spearman pooled and within prompt) and, when notebook 06 has run, what notebook 06 reports
+about the reward model on its pool of 16 SFT answers per prompt (pairwise accuracy, accuracy by the rule
+that decided the pair, the gold score of its favourite). The result goes to ``<name>/result.json`` and
+``reward-sweep/results.jsonl``; the run's own ``reward/`` is not touched. Generated data only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.ppo_sweep import finish_try, parse_overrides, start_try, sweep_arguments  # noqa: E402
+from helpers.config import DataConfig, ModelConfig, RewardStageConfig  # noqa: E402
+from helpers.files import read_json, read_jsonl  # noqa: E402
+from helpers.runs import require_finished, with_added_fields  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = sweep_arguments(__doc__.split("\n\n")[0], "reward-sweep", "RewardStageConfig", argv)
+    run_dir = Path(args.run_dir).resolve()
+    data_meta = require_finished(run_dir / "data", "01_instruction_data.ipynb")
+    sft_meta = require_finished(run_dir / "sft", "02_supervised_finetuning.ipynb")
+    reward_meta = require_finished(run_dir / "reward", "03_reward_model.ipynb")
+    data_cfg = DataConfig(**data_meta["config"]["data"])
+    if data_cfg.source != "generated":
+        raise SystemExit(f"{run_dir}: data source {data_cfg.source!r} has no gold labeler; the sweep needs generated data")
+    run_cfg = RewardStageConfig(**with_added_fields(reward_meta["config"])["reward"])  # notebook 03's settings
+    overrides = parse_overrides(args.set)
+    unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(RewardStageConfig)})
+    if unknown:
+        raise SystemExit(f"--set {', '.join(unknown)}: not a RewardStageConfig field")
+    cfg = dataclasses.replace(run_cfg, **overrides)  # validated like any config
+    out = run_dir / "reward-sweep" / args.name
+    finished = start_try(out, cfg.to_dict())
+    if finished is not None:
+        return finished
+    if cfg.k_samples == run_cfg.k_samples and not (out / "sft_samples.jsonl").exists():
+        shutil.copyfile(run_dir / "reward" / "sft_samples.jsonl", out / "sft_samples.jsonl")  # else: sampled anew
+
+    import pandas as pd
+    import torch
+
+    from helpers.adapters import load_roles
+    from helpers.dataset import load_split
+    from helpers.evaluation import accuracy_by_reason, reward_model_check, reward_model_scores
+    from helpers.models import load_tokenizer, resolve_compute_dtype, resolve_device
+    from helpers.reward import (base_candidates, build_reward_trainer, load_reward_base, make_comparisons,
+                                pairwise_accuracy, sample_sft_answers)
+    from helpers.stats import spearman, within_prompt_spearman
+    from helpers.train import train_reward
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_cfg = ModelConfig(**data_meta["config"]["model"])
+    tokenizer = load_tokenizer(model_cfg)
+    rows = load_split(run_dir / "data", "rm")
+    records = sample_sft_answers(model_cfg, data_cfg, cfg.k_samples, tokenizer, rows, out / "sft_samples.jsonl",
+                                 run_dir / sft_meta["adapter"])
+    comparisons = make_comparisons(rows, records, tokenizer, cfg, extra=base_candidates(run_dir / "data", cfg))
+    if not (out / "model").exists():  # model/ marks training as done (a later call only scores)
+        dtype = resolve_compute_dtype(model_cfg.compute_dtype, resolve_device(model_cfg.device))
+        trainer = build_reward_trainer(load_reward_base(model_cfg, tokenizer), tokenizer, comparisons.train,
+                                       comparisons.heldout, cfg, out / "checkpoints", dtype)
+        train_reward(trainer, out, rows, comparisons)
+        del trainer
+
+    answers = pd.read_json(out / "heldout_answers_scored.jsonl", orient="records", lines=True)
+    train_summary = read_json(out / "train_summary.json")
+    result = {"name": args.name, "overrides": overrides, "tally": dict(comparisons.tally),
+              "train_pairs": len(comparisons.train), "heldout_pairs": len(comparisons.heldout),
+              "heldout_accuracy": pairwise_accuracy(pd.read_json(out / "heldout_scored.jsonl", orient="records",
+                                                                  lines=True)),
+              "spearman_reward_gold": spearman(answers["reward"], answers["gold"]),
+              "spearman_within_prompt": within_prompt_spearman(answers["prompt_id"], answers["reward"], answers["gold"]),
+              "train_seconds": train_summary["train_seconds_this_session"]}
+    if (run_dir / "eval" / "meta.json").exists():  # notebook 06's pool: many SFT answers to its first prompts
+        eval_cfg = read_json(run_dir / "eval" / "meta.json")["config"]["eval"]
+        pool_file = run_dir / "eval" / f"samples_sft_x{max(eval_cfg['best_of'])}.jsonl"
+        model, reward_head, norm = load_roles(model_cfg, run_dir / sft_meta["adapter"], out / "model")
+        eval_rows = {row["id"]: row for row in load_split(run_dir / "data", "eval")}
+        pool = read_jsonl(pool_file)
+        pool_rewards = [reward_model_scores(model, reward_head, norm, tokenizer, [eval_rows[rec["id"]]] * len(rec["samples"]),
+                                            [s["text"] for s in rec["samples"]], eval_cfg["score_batch_size"]).tolist()
+                        for rec in pool]  # scored as notebook 06 scores them; pairs counted with the run's min gap
+        by_reason = accuracy_by_reason(pool, pool_rewards, run_cfg.min_gold_gap).set_index("reason")
+        result["pool"] = {"file": pool_file.name, **reward_model_check(pool, pool_rewards, run_cfg.min_gold_gap),
+                          "accuracy_by_reason": by_reason.to_dict(orient="index")}
+    return finish_try(out, result)
+
+
+if __name__ == "__main__":
+    main()
