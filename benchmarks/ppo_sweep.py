@@ -42,7 +42,8 @@ def parse_overrides(settings: list[str]) -> dict:
 
 
 def sweep_arguments(description: str, folder: str, config_class: str, argv: list[str] | None):
-    """The command line both sweeps share: --run-dir, --name (a folder under ``<run-dir>/<folder>/``), --set, --threads."""
+    """The command line both sweeps share: --run-dir, --name (of a folder under ``<run-dir>/<folder>/``),
+    --set, --threads."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--run-dir", required=True, help="a run whose notebooks 01-03 finished (generated data)")
     parser.add_argument("--name", required=True, help=f"folder name of this try under <run-dir>/{folder}/")
@@ -75,15 +76,22 @@ def finish_try(out: Path, result: dict) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = sweep_arguments(__doc__.split("\n\n")[0], "ppo-sweep", "PPOStageConfig", argv)
-    run_dir = Path(args.run_dir).resolve()
+def finished_stages(run_dir: Path) -> tuple[dict, dict, dict]:
+    """The ``meta.json`` of notebooks 01, 02 and 03 in ``run_dir``; refused unless the data has a gold labeler."""
     data_meta = require_finished(run_dir / "data", "01_instruction_data.ipynb")
     sft_meta = require_finished(run_dir / "sft", "02_supervised_finetuning.ipynb")
     reward_meta = require_finished(run_dir / "reward", "03_reward_model.ipynb")
+    source = data_meta["config"]["data"]["source"]
+    if source != "generated":
+        raise SystemExit(f"{run_dir}: data source {source!r} has no gold labeler; the sweep needs generated data")
+    return data_meta, sft_meta, reward_meta
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = sweep_arguments(__doc__.split("\n\n")[0], "ppo-sweep", "PPOStageConfig", argv)
+    run_dir = Path(args.run_dir).resolve()
+    data_meta, sft_meta, reward_meta = finished_stages(run_dir)
     data_cfg = DataConfig(**data_meta["config"]["data"])
-    if data_cfg.source != "generated":
-        raise SystemExit(f"{run_dir}: data source {data_cfg.source!r} has no gold labeler; the sweep needs generated data")
     cfg = PPOStageConfig.from_profile(data_meta["config"]["data"]["profile"], **parse_overrides(args.set))
     out = run_dir / "ppo-sweep" / args.name
     finished = start_try(out, cfg.to_dict())

@@ -4,9 +4,10 @@ like notebooks 03 and 06.
     .venv/bin/python benchmarks/reward_sweep.py --run-dir runs/cpu --name edit150 --set edit_pairs=150
     .venv/bin/python benchmarks/reward_sweep.py --run-dir runs/cpu --name epochs3 --set epochs=3
 
-Each try takes the run's own notebook-03 settings (``reward/meta.json``) plus the ``--set`` overrides,
-builds notebook 03's comparisons from the run's judged SFT answers (``reward/sft_samples.jsonl``, copied;
-with another ``k_samples``, answers are sampled anew), and trains notebook 03's reward model (``helpers.train.train_reward``, resumable) in
+Each try takes the run's own notebook-03 settings (``reward/meta.json``) plus the ``--set``
+overrides, builds notebook 03's comparisons from the run's judged SFT answers
+(``reward/sft_samples.jsonl``, copied; with another ``k_samples``, answers are sampled anew), and
+trains notebook 03's reward model (``helpers.train.train_reward``, resumable) in
 ``<run-dir>/reward-sweep/<name>/``. Then it reports what notebook 03 reports (held-out pairwise
 accuracy, Spearman pooled and within prompt) and, when notebook 06 has run, what notebook 06 reports
 about the reward model on its pool of 16 SFT answers per prompt (pairwise accuracy, accuracy by the rule
@@ -23,21 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ppo_sweep import finish_try, parse_overrides, start_try, sweep_arguments  # noqa: E402
+from benchmarks.ppo_sweep import finish_try, finished_stages, parse_overrides, start_try, sweep_arguments  # noqa: E402
 from helpers.config import DataConfig, ModelConfig, RewardStageConfig  # noqa: E402
 from helpers.files import read_json, read_jsonl  # noqa: E402
-from helpers.runs import require_finished, with_added_fields  # noqa: E402
+from helpers.runs import with_added_fields  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = sweep_arguments(__doc__.split("\n\n")[0], "reward-sweep", "RewardStageConfig", argv)
     run_dir = Path(args.run_dir).resolve()
-    data_meta = require_finished(run_dir / "data", "01_instruction_data.ipynb")
-    sft_meta = require_finished(run_dir / "sft", "02_supervised_finetuning.ipynb")
-    reward_meta = require_finished(run_dir / "reward", "03_reward_model.ipynb")
+    data_meta, sft_meta, reward_meta = finished_stages(run_dir)
     data_cfg = DataConfig(**data_meta["config"]["data"])
-    if data_cfg.source != "generated":
-        raise SystemExit(f"{run_dir}: data source {data_cfg.source!r} has no gold labeler; the sweep needs generated data")
     run_cfg = RewardStageConfig(**with_added_fields(reward_meta["config"])["reward"])  # notebook 03's settings
     overrides = parse_overrides(args.set)
     unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(RewardStageConfig)})
@@ -93,9 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
         model, reward_head, norm = load_roles(model_cfg, run_dir / sft_meta["adapter"], out / "model")
         eval_rows = {row["id"]: row for row in load_split(run_dir / "data", "eval")}
         pool = read_jsonl(pool_file)
-        pool_rewards = [reward_model_scores(model, reward_head, norm, tokenizer, [eval_rows[rec["id"]]] * len(rec["samples"]),
+        pool_rewards = [reward_model_scores(model, reward_head, norm, tokenizer,  # scored as notebook 06 does
+                                            [eval_rows[rec["id"]]] * len(rec["samples"]),
                                             [s["text"] for s in rec["samples"]], eval_cfg["score_batch_size"]).tolist()
-                        for rec in pool]  # scored as notebook 06 scores them; pairs counted with the run's min gap
+                        for rec in pool]  # pairs counted with the run's min gap, as notebook 06 counts them
         by_reason = accuracy_by_reason(pool, pool_rewards, run_cfg.min_gold_gap).set_index("reason")
         result["pool"] = {"file": pool_file.name, **reward_model_check(pool, pool_rewards, run_cfg.min_gold_gap),
                           "accuracy_by_reason": by_reason.to_dict(orient="index")}
