@@ -10,6 +10,10 @@ from its last checkpoint). Then, as notebook 04's evaluation cell does, the poli
 evaluation prompt once and the gold score, win rate against the stored SFT answers, KL and length are
 written to ``<name>/result.json`` and appended to ``ppo-sweep/results.jsonl``. A finished try is
 printed, not retrained: pick a new ``--name`` to try again. Generated data only (the gold labeler).
+
+``--reward-model DIR`` trains against another reward model, such as one that
+``benchmarks/reward_sweep.py --policy`` retrained on a PPO policy's answers (a second round);
+the value head starts from it too.
 """
 
 from __future__ import annotations
@@ -41,10 +45,13 @@ def parse_overrides(settings: list[str]) -> dict:
     return overrides
 
 
-def sweep_arguments(description: str, folder: str, config_class: str, argv: list[str] | None):
+def sweep_arguments(description: str, folder: str, config_class: str, argv: list[str] | None,
+                    extra: dict[str, dict] | None = None):
     """The command line both sweeps share: --run-dir, --name (of a folder under ``<run-dir>/<folder>/``),
-    --set, --threads."""
+    --set, --threads; plus a sweep's own ``extra`` options (``{"--option": add_argument's keywords}``)."""
     parser = argparse.ArgumentParser(description=description)
+    for option, keywords in (extra or {}).items():
+        parser.add_argument(option, **keywords)
     parser.add_argument("--run-dir", required=True, help="a run whose notebooks 01-03 finished (generated data)")
     parser.add_argument("--name", required=True, help=f"folder name of this try under <run-dir>/{folder}/")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -76,6 +83,11 @@ def finish_try(out: Path, result: dict) -> dict:
     return result
 
 
+def as_setting(path: Path, run_dir: Path) -> str:
+    """``path`` as a try's settings store it: relative to ``run_dir`` when inside it, so a moved run still matches."""
+    return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
+
+
 def finished_stages(run_dir: Path) -> tuple[dict, dict, dict]:
     """The ``meta.json`` of notebooks 01, 02 and 03 in ``run_dir``; refused unless the data has a gold labeler."""
     data_meta = require_finished(run_dir / "data", "01_instruction_data.ipynb")
@@ -88,13 +100,19 @@ def finished_stages(run_dir: Path) -> tuple[dict, dict, dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = sweep_arguments(__doc__.split("\n\n")[0], "ppo-sweep", "PPOStageConfig", argv)
+    args = sweep_arguments(__doc__.split("\n\n")[0], "ppo-sweep", "PPOStageConfig", argv, extra={
+        "--reward-model": {"metavar": "DIR", "help": "train against this reward model (a folder with adapter/, "
+                           "score head and normalisation, such as <run-dir>/reward-sweep/<name>/model) instead "
+                           "of the run's own"}})
     run_dir = Path(args.run_dir).resolve()
     data_meta, sft_meta, reward_meta = finished_stages(run_dir)
     data_cfg = DataConfig(**data_meta["config"]["data"])
     cfg = PPOStageConfig.from_profile(data_meta["config"]["data"]["profile"], **parse_overrides(args.set))
     out = run_dir / "ppo-sweep" / args.name
-    finished = start_try(out, cfg.to_dict())
+    reward_dir = Path(args.reward_model).resolve() if args.reward_model else run_dir / reward_meta["model"]
+    chosen_reward = {"reward_model": as_setting(reward_dir, run_dir)} if args.reward_model else {}
+    settings = cfg.to_dict() | chosen_reward
+    finished = start_try(out, settings)
     if finished is not None:
         return finished
 
@@ -113,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     model_cfg = ModelConfig(**data_meta["config"]["model"])
     tokenizer = load_tokenizer(model_cfg)
-    roles = load_ppo_roles(model_cfg, run_dir / sft_meta["adapter"], run_dir / reward_meta["model"],
+    roles = load_ppo_roles(model_cfg, run_dir / sft_meta["adapter"], reward_dir,
                            tokenizer.pad_token_id, trainable_layers=cfg.trainable_layers)
 
     def reward(rows, texts):
@@ -135,7 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     sft = samples_table(eval_rows, read_jsonl(run_dir / "sft" / "sft_eval_samples.jsonl"))
     mean, low, high = bootstrap_mean_ci(ppo["score"])
     versus = paired_comparison(ppo["score"], sft["score"])  # prompt by prompt: the same evaluation prompts
-    result = {"name": args.name, "overrides": parse_overrides(args.set), "gold": mean, "ci95": [low, high],
+    result = {"name": args.name, "overrides": parse_overrides(args.set),
+              **chosen_reward, "gold": mean, "ci95": [low, high],
               "sft_gold": float(sft["score"].mean()),
               "gain_vs_SFT": versus["gain"], "gain_ci95": [versus["gain_ci95_low"], versus["gain_ci95_high"]],
               "win_rate_vs_SFT": versus["win_rate"], "win_ci95": [versus["win_ci95_low"], versus["win_ci95_high"]],

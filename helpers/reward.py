@@ -10,6 +10,8 @@ Three free sources add training pairs: notebook 01's judged base-model answers;
 prompt's answer, judged for this prompt, which teach the on-topic rule the sampled pairs
 hardly isolate; and *edit pairs* (``edit_pairs``): an answer against a copy edited by rule
 to meet or break one of its constraints, which isolate the constraints the same way.
+A second round (``policy_pairs``, used by ``benchmarks/reward_sweep.py --policy``) adds
+comparisons on a PPO policy's own answers, where PPO found the reward model's mistakes.
 
 Loss (Ouyang et al., 2022, eq. 1; Bradley & Terry, 1952). A scalar head on the last
 token gives r_theta(x, y); training minimises
@@ -46,6 +48,24 @@ NORMALISATION_FILE = "normalisation.json"
 BASE_CANDIDATES_FILE = "sft_candidates.jsonl"  # notebook 01's judged base-model answers to the SFT prompts
 
 
+def ranked_pair(row: dict, a: dict, b: dict, pair_id: str, min_gap: float, tally: Counter) -> dict | None:
+    """The comparison of two judged answers to ``row`` (chosen = higher gold score), or None, counted in
+    ``tally``, when their texts are identical, their scores equal (``ties``) or closer than ``min_gap``."""
+    if a["text"].strip() == b["text"].strip():
+        tally["identical"] += 1
+        return None
+    if a["score"] == b["score"]:
+        tally["ties"] += 1
+        return None
+    if abs(a["score"] - b["score"]) < min_gap - 1e-9:  # tolerance: 0.6 - 0.5 is 0.0999... in floats
+        tally["too_close"] += 1
+        return None
+    chosen, rejected = (a, b) if a["score"] > b["score"] else (b, a)
+    return {"id": pair_id, "prompt_id": row["id"], "messages": row["messages"],
+            "chosen": chosen["text"], "rejected": rejected["text"],
+            "chosen_score": chosen["score"], "rejected_score": rejected["score"]}
+
+
 def comparisons_from_samples(rows: list[dict], records: list[dict], min_gap: float = 0.0) -> tuple[list[dict], Counter]:
     """All pairs of a prompt's samples whose gold scores differ (chosen = higher), and a tally of what was dropped.
 
@@ -59,20 +79,41 @@ def comparisons_from_samples(rows: list[dict], records: list[dict], min_gap: flo
     for row in rows:
         samples = by_id[row["id"]]["samples"]
         for i, j in itertools.combinations(range(len(samples)), 2):
-            a, b = samples[i], samples[j]
-            if a["text"].strip() == b["text"].strip():
-                tally["identical"] += 1
-                continue
-            if a["score"] == b["score"]:
-                tally["ties"] += 1
-                continue
-            if abs(a["score"] - b["score"]) < min_gap - 1e-9:  # tolerance: 0.6 - 0.5 is 0.0999... in floats
-                tally["too_close"] += 1
-                continue
-            chosen, rejected = (a, b) if a["score"] > b["score"] else (b, a)
-            pairs.append({"id": f"{row['id']}-{i}-{j}", "prompt_id": row["id"], "messages": row["messages"],
-                          "chosen": chosen["text"], "rejected": rejected["text"],
-                          "chosen_score": chosen["score"], "rejected_score": rejected["score"]})
+            pair = ranked_pair(row, samples[i], samples[j], f"{row['id']}-{i}-{j}", min_gap, tally)
+            if pair is not None:
+                pairs.append(pair)
+    tally["pairs"] = len(pairs)
+    return pairs, tally
+
+
+def policy_pairs(rows: list[dict], policy_records: list[dict], sft_records: list[dict],
+                 min_gap: float = 0.0) -> tuple[list[dict], Counter]:
+    """Comparisons on a PPO policy's own answers: per prompt, every pair of two policy answers and
+    every pair of a policy answer with an SFT answer (the SFT-SFT pairs are notebook 03's already).
+
+    A reward model trained on the SFT model's answers is only tested where the SFT model
+    writes; PPO moves the policy elsewhere (here: to short one-sentence answers) and finds
+    where the reward model is wrong. InstructGPT's comparisons came partly from its PPO
+    policies ("steps 2 and 3 can be iterated continuously", Ouyang et al., 2022, sec. 3.1),
+    and Bai et al. (2022) retrain the reward model on the current policy's answers
+    ("iterated online RLHF"). Ids end in ``-p{i}-p{j}`` (two policy answers) or
+    ``-s{i}-p{j}`` (SFT answer i, policy answer j). Rows without policy answers are skipped;
+    rows without SFT answers give policy-policy pairs only. The tally counts like
+    ``comparisons_from_samples``'.
+    """
+    policy_by_id = {r["id"]: r["samples"] for r in policy_records}
+    sft_by_id = {r["id"]: r["samples"] for r in sft_records}
+    pairs, tally = [], Counter()
+    for row in rows:
+        policy, sft = policy_by_id.get(row["id"]), sft_by_id.get(row["id"], [])
+        if not policy:
+            continue
+        candidates = [(f"p{i}", f"p{j}", policy[i], policy[j]) for i, j in itertools.combinations(range(len(policy)), 2)]
+        candidates += [(f"s{i}", f"p{j}", a, b) for i, a in enumerate(sft) for j, b in enumerate(policy)]
+        for name_a, name_b, a, b in candidates:
+            pair = ranked_pair(row, a, b, f"{row['id']}-{name_a}-{name_b}", min_gap, tally)
+            if pair is not None:
+                pairs.append(pair)
     tally["pairs"] = len(pairs)
     return pairs, tally
 
@@ -221,11 +262,14 @@ def unsampled_prompts(rows: list[dict], log_path: str | Path) -> list[str]:
 
 
 def sample_sft_answers(model_cfg: ModelConfig, data_cfg, k_samples: int, tokenizer, rows: list[dict],
-                       log_path: str | Path, sft_adapter: str | Path) -> list[dict]:
-    """K answers of the SFT model per prompt, judged by the simulated labeler; one record per row.
+                       log_path: str | Path, adapter: str | Path, who: str = "SFT", seed_offset: int = 1) -> list[dict]:
+    """K answers per prompt of the SFT model (``adapter``: notebook 02's), judged by the simulated
+    labeler; one record per row.
 
-    Resumes from ``log_path`` and appends to it; the SFT model is loaded only when some
-    prompt still lacks its answers. Sampling settings are the data stage's (``data_cfg``).
+    Resumes from ``log_path`` and appends to it; the model is loaded only when some prompt
+    still lacks its answers. Sampling settings are the data stage's (``data_cfg``), with seed
+    ``data_cfg.seed + seed_offset``. Any saved policy adapter can answer instead, such as
+    notebook 04's ``ppo/policy`` (``who`` names it in the progress bar).
     """
     from .demonstrations import sample_and_judge
 
@@ -233,11 +277,11 @@ def sample_sft_answers(model_cfg: ModelConfig, data_cfg, k_samples: int, tokeniz
     if unsampled_prompts(rows, log_path):
         from .adapters import load_policy
 
-        sampler = load_policy(model_cfg, sft_adapter)
+        sampler = load_policy(model_cfg, adapter)
     return sample_and_judge(sampler, tokenizer, rows, n_samples=k_samples, log_path=log_path,
-                            desc=f"{k_samples} SFT answers per prompt", max_new_tokens=data_cfg.max_new_tokens,
+                            desc=f"{k_samples} {who} answers per prompt", max_new_tokens=data_cfg.max_new_tokens,
                             temperature=data_cfg.temperature, top_p=data_cfg.top_p, batch_size=data_cfg.batch_size,
-                            seed=data_cfg.seed + 1)
+                            seed=data_cfg.seed + seed_offset)
 
 
 def base_candidates(data_dir: str | Path, cfg: RewardStageConfig) -> tuple[list[dict], list[dict]] | None:

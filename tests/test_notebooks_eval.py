@@ -97,14 +97,19 @@ def test_the_run_ends_with_a_report(tiny_run):
     assert f"reward model on {check['answers']} fresh SFT answers ({check['prompts']} prompts)" in summary
 
 
-def test_the_reward_sweep_retrains_notebook_03s_model_and_checks_it_like_notebook_06(tiny_run, capsys):
+def _benchmark(name):
     import importlib.util
 
     from helpers.runs import REPO_ROOT
 
-    spec = importlib.util.spec_from_file_location("reward_sweep", REPO_ROOT / "benchmarks" / "reward_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_the_reward_sweep_retrains_notebook_03s_model_and_checks_it_like_notebook_06(tiny_run, capsys):
+    sweep = _benchmark("reward_sweep")
     stored = (tiny_run / "reward" / "model" / "score_head.safetensors").read_bytes()
     result = sweep.main(["--run-dir", str(tiny_run), "--name", "same"])  # the run's own settings
     reward_meta = read_json(tiny_run / "reward" / "meta.json")
@@ -122,3 +127,30 @@ def test_the_reward_sweep_retrains_notebook_03s_model_and_checks_it_like_noteboo
     capsys.readouterr()
     assert sweep.main(["--run-dir", str(tiny_run), "--name", "same"]) == result  # finished: printed, not retrained
     assert "is finished already" in capsys.readouterr().out
+
+
+def test_a_second_round_trains_the_reward_model_on_the_policys_answers_and_ppo_against_it(tiny_run):
+    reward_meta = read_json(tiny_run / "reward" / "meta.json")
+    k = reward_meta["config"]["reward"]["k_samples"]
+    result = _benchmark("reward_sweep").main(["--run-dir", str(tiny_run), "--name", "round2",
+                                              "--policy", str(tiny_run / "ppo" / "policy")])
+    out = tiny_run / "reward-sweep" / "round2"
+    policy_samples = read_jsonl(out / "policy_samples.jsonl")
+    assert len(policy_samples) == len(read_jsonl(tiny_run / "data" / "rm.jsonl"))
+    assert all(len(rec["samples"]) == k for rec in policy_samples)
+    tally = result["tally"]
+    assert tally["policy_train_pairs"] > 0
+    assert result["train_pairs"] == reward_meta["train_pairs"] + tally["policy_train_pairs"]
+    trained = read_jsonl(out / "comparisons_train.jsonl")
+    held = {p["prompt_id"] for p in read_jsonl(out / "comparisons_heldout.jsonl")}
+    from_policy = [p for p in trained if p["id"].rsplit("-", 1)[-1].startswith("p")]  # ...-p0-p1, ...-s2-p1
+    assert len(from_policy) == tally["policy_train_pairs"] and not {p["prompt_id"] for p in from_policy} & held
+    assert result["policy"] == "ppo/policy" and result["policy_heldout"]["pairs"] == tally["policy_heldout_pairs"]
+    if tally["policy_heldout_pairs"]:  # judged by the run's reward model and by the new one
+        checked = result["policy_heldout"]
+        assert 0.0 <= checked["accuracy_run"] <= 1.0 and 0.0 <= checked["accuracy_this"] <= 1.0
+
+    ppo = _benchmark("ppo_sweep").main(["--run-dir", str(tiny_run), "--name", "round2",
+                                        "--reward-model", str(out / "model")])
+    assert ppo["reward_model"] == "reward-sweep/round2/model" and ppo["episodes"] > 0  # relative to the run
+    assert read_json(tiny_run / "ppo-sweep" / "round2" / "settings.json")["reward_model"] == ppo["reward_model"]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from helpers.config import RewardStageConfig
-from helpers.reward import (comparisons_from_samples, normalisation, pairwise_accuracy, split_by_prompt)
+from helpers.reward import (comparisons_from_samples, normalisation, pairwise_accuracy, policy_pairs,
+                            split_by_prompt)
 
 ROWS = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Describe colour {i}."}]} for i in range(4)]
 
@@ -37,6 +38,23 @@ def test_comparisons_closer_than_min_gap_are_ties():
     assert {(p["chosen"], p["rejected"]) for p in pairs} == {("a", "b"), ("a", "c"), ("y", "x"), ("z", "x"), ("z", "y")}
     assert comparisons_from_samples(ROWS[:2], records)[1] == {"pairs": 6}  # min_gap 0: only equal scores tie
 
+
+def test_policy_pairs_set_policy_answers_against_each_other_and_the_sft_answers_never_sft_against_sft():
+    sft = [_record("p0", ("s-long", 0.5), ("s-cut", 0.02)),  # (s-long, s-cut) is notebook 03's pair, not made here
+           _record("p1", ("t", 1.0))]
+    policy = [_record("p0", ("short", 0.05), ("good", 1.0), ("also", 0.5)),
+              _record("p1", ("t", 0.0)),  # the same text as SFT's answer: identical, dropped
+              _record("p2", ("orphan", 1.0), ("lost", 0.0))]  # p2 has no SFT answers: policy-policy pairs only
+    pairs, tally = policy_pairs(ROWS[:3], policy, sft, min_gap=0.1)
+    found = {(p["chosen"], p["rejected"], p["id"]) for p in pairs}
+    assert found == {("good", "short", "p0-p0-p1"), ("also", "short", "p0-p0-p2"), ("good", "also", "p0-p1-p2"),
+                     ("s-long", "short", "p0-s0-p0"), ("good", "s-long", "p0-s0-p1"),  # s-long vs also: a tie
+                     ("good", "s-cut", "p0-s1-p1"), ("also", "s-cut", "p0-s1-p2"),  # s-cut vs short: too close
+                     ("orphan", "lost", "p2-p0-p1")}
+    assert tally == {"pairs": 8, "ties": 1, "too_close": 1, "identical": 1}
+    assert all(p["chosen_score"] > p["rejected_score"] and p["messages"] == ROWS[int(p["prompt_id"][1])]["messages"]
+               for p in pairs)
+    assert policy_pairs(ROWS[:1], [], sft)[0] == []  # no policy answers: no pairs
 
 def test_extra_comparisons_train_only_and_heldout_stays_on_the_main_prompts(tokenizer):
     from helpers.reward import make_comparisons
