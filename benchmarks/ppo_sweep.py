@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = run_dir / "ppo-sweep" / args.name
     reward_dir = Path(args.reward_model).resolve() if args.reward_model else run_dir / reward_meta["model"]
     chosen_reward = {"reward_model": as_setting(reward_dir, run_dir)} if args.reward_model else {}
-    settings = cfg.to_dict() | chosen_reward
-    finished = start_try(out, settings)
+    finished = start_try(out, cfg.to_dict() | chosen_reward)
     if finished is not None:
         return finished
 

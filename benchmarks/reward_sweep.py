@@ -118,21 +118,23 @@ def main(argv: list[str] | None = None) -> dict:
               "spearman_reward_gold": spearman(answers["reward"], answers["gold"]),
               "spearman_within_prompt": within_prompt_spearman(answers["prompt_id"], answers["reward"], answers["gold"]),
               "train_seconds": train_summary["train_seconds_this_session"], **second_round}
+    has_pool = (run_dir / "eval" / "meta.json").exists()  # notebook 06's pool: many SFT answers to its first prompts
+    if policy_dir is not None or has_pool:
+        model, reward_head, norm = load_roles(model_cfg, run_dir / sft_meta["adapter"], out / "model")
     if policy_dir is not None:  # the policy's answers to held-out prompts, judged by the run's model and by this one
         rows_by_id = {row["id"]: row for row in rows}
         result["policy_heldout"] = {"pairs": len(policy_heldout)}
-        for label, reward_dir in (("run", run_dir / reward_meta["model"]), ("this", out / "model")):
-            model, reward_head, norm = load_roles(model_cfg, run_dir / sft_meta["adapter"], reward_dir)
-            scores = {side: reward_model_scores(model, reward_head, norm, tokenizer,
+        run_model = load_roles(model_cfg, run_dir / sft_meta["adapter"], run_dir / reward_meta["model"])
+        for label, (judge_model, judge_head, judge_norm) in (("run", run_model), ("this", (model, reward_head, norm))):
+            scores = {side: reward_model_scores(judge_model, judge_head, judge_norm, tokenizer,
                                                 [rows_by_id[p["prompt_id"]] for p in policy_heldout],
                                                 [p[side] for p in policy_heldout]) for side in ("chosen", "rejected")}
             correct = (scores["chosen"] > scores["rejected"]).float()
             result["policy_heldout"][f"accuracy_{label}"] = float(correct.mean()) if len(correct) else None
-            del model
-    if (run_dir / "eval" / "meta.json").exists():  # notebook 06's pool: many SFT answers to its first prompts
+        del run_model
+    if has_pool:
         eval_cfg = read_json(run_dir / "eval" / "meta.json")["config"]["eval"]
         pool_file = run_dir / "eval" / f"samples_sft_x{max(eval_cfg['best_of'])}.jsonl"
-        model, reward_head, norm = load_roles(model_cfg, run_dir / sft_meta["adapter"], out / "model")
         eval_rows = {row["id"]: row for row in load_split(run_dir / "data", "eval")}
         pool = read_jsonl(pool_file)
         pool_rewards = [reward_model_scores(model, reward_head, norm, tokenizer,  # scored as notebook 06 does
