@@ -14,6 +14,13 @@ printed, not retrained: pick a new ``--name`` to try again. Generated data only 
 ``--reward-model DIR`` trains against another reward model, such as one that
 ``benchmarks/reward_sweep.py --policy`` retrained on a PPO policy's answers (a second round);
 the value head starts from it too.
+
+``--reward gold`` trains against the simulated labeler itself instead of any reward model: the
+gold score, put on about the reward model's normalised scale (offset and scale from the gold scores
+of notebook 03's SFT answers). That is the oracle of Gao et al. (2022): it shows how far this loop,
+with these settings, can move the gold score when its reward is right, so that a gap between it and
+a reward-model try is the reward model's doing. The reward model (the run's, or ``--reward-model``)
+still initialises the value head and gives ``mean_reward``, its score of the evaluation answers.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.config import DataConfig, ModelConfig, PPOStageConfig  # noqa: E402
 from helpers.files import append_jsonl, read_json, read_jsonl, write_json  # noqa: E402
 from helpers.runs import require_finished  # noqa: E402
+
+REWARDS = ("model", "gold")
 
 
 def parse_overrides(settings: list[str]) -> dict:
@@ -99,11 +108,45 @@ def finished_stages(run_dir: Path) -> tuple[dict, dict, dict]:
     return data_meta, sft_meta, reward_meta
 
 
+def gold_normalisation(run_dir: Path) -> tuple[float, float]:
+    """(mean, std) of the gold score of notebook 03's SFT answers (``reward/sft_samples.jsonl``, as judged
+    there: cut-off answers gated): the offset and scale that put the gold reward on about the reward
+    model's normalised scale (SFT answers: mean 0, std 1)."""
+    path = run_dir / "reward" / "sft_samples.jsonl"
+    scores = [sample["score"] for row in read_jsonl(path) for sample in row["samples"]]
+    if len(scores) < 2:
+        raise SystemExit(f"{path}: expected judged SFT answers (run notebook 03 first), found {len(scores)}")
+    mean = sum(scores) / len(scores)
+    std = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+    if std == 0:
+        raise SystemExit(f"{path}: every SFT answer has the same gold score; it cannot set the reward's scale")
+    return mean, std
+
+
+def gold_reward(mean: float, std: float):
+    """The oracle's reward function: (rows, texts) -> (gold_score - mean) / std, a (batch,) tensor.
+
+    Each text is judged with ``truncated=False`` (the text decides the ``finished`` gate): PPO gives a
+    response without EOS ``no_eos_score`` in place of its reward, as it does with the reward model's."""
+    import torch
+
+    from helpers.labeler import gold_scores
+
+    def reward(rows: list[dict], texts: list[str]) -> torch.Tensor:
+        gold = torch.tensor(gold_scores(rows, texts, [False] * len(texts)), dtype=torch.float32)  # (batch,)
+        return (gold - mean) / std
+
+    return reward
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = sweep_arguments(__doc__.split("\n\n")[0], "ppo-sweep", "PPOStageConfig", argv, extra={
         "--reward-model": {"metavar": "DIR", "help": "train against this reward model (a folder with adapter/, "
                            "score head and normalisation, such as <run-dir>/reward-sweep/<name>/model) instead "
-                           "of the run's own"}})
+                           "of the run's own"},
+        "--reward": {"choices": REWARDS, "default": "model",
+                     "help": "what PPO maximises: the reward model (default, as notebook 04) or the gold labeler "
+                             "itself (an oracle: how far the loop gets when its reward is right)"}})
     run_dir = Path(args.run_dir).resolve()
     data_meta, sft_meta, reward_meta = finished_stages(run_dir)
     data_cfg = DataConfig(**data_meta["config"]["data"])
@@ -111,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = run_dir / "ppo-sweep" / args.name
     reward_dir = Path(args.reward_model).resolve() if args.reward_model else run_dir / reward_meta["model"]
     chosen_reward = {"reward_model": as_setting(reward_dir, run_dir)} if args.reward_model else {}
+    if args.reward != "model":
+        chosen_reward["reward"] = args.reward
     finished = start_try(out, cfg.to_dict() | chosen_reward)
     if finished is not None:
         return finished
@@ -119,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from helpers.adapters import switch_adapter
     from helpers.dataset import load_split
-    from helpers.demonstrations import sample_and_judge, samples_table
+    from helpers.demonstrations import gate_summary, sample_and_judge, samples_table
     from helpers.labeler import gold_scores
     from helpers.models import load_tokenizer
     from helpers.ppo import train_ppo
@@ -133,8 +178,15 @@ def main(argv: list[str] | None = None) -> dict:
     roles = load_ppo_roles(model_cfg, run_dir / sft_meta["adapter"], reward_dir,
                            tokenizer.pad_token_id, trainable_layers=cfg.trainable_layers)
 
-    def reward(rows, texts):
+    def reward_model_reward(rows, texts):
         return reward_model_scores(roles, tokenizer, rows, texts)
+
+    if args.reward == "gold":
+        gold_mean, gold_std = gold_normalisation(run_dir)
+        reward = gold_reward(gold_mean, gold_std)
+        chosen_reward |= {"gold_mean": gold_mean, "gold_std": gold_std}  # metrics' rm_score * std + mean: gold
+    else:
+        reward = reward_model_reward
 
     demonstrations = read_jsonl(run_dir / "data" / "demonstrations.jsonl") if cfg.ptx_coef > 0 else None
     started = time.time()
@@ -159,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
               "win_rate_vs_SFT": versus["win_rate"], "win_ci95": [versus["win_ci95_low"], versus["win_ci95_high"]],
               "final_kl": metrics[-1]["kl"], "mean_tokens": float(ppo["n_tokens"].mean()),
               "cut_off": float(ppo["truncated"].mean()),
-              "mean_reward": float(reward(eval_rows, ppo["response"].tolist()).mean()),
+              "mean_reward": float(reward_model_reward(eval_rows, ppo["response"].tolist()).mean()),
+              "labeler": gate_summary(ppo), "sft_labeler": gate_summary(sft),  # gold ~= gates x constraints
               "episodes": len(metrics) * cfg.batch_size, "train_seconds": round(train_seconds, 1)}
     return finish_try(out, result)
 

@@ -107,6 +107,22 @@ def samples_table(rows: list[dict], records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+def gate_summary(table: pd.DataFrame) -> dict:
+    """Where a mean gold score comes from, over ``samples_table``'s lines: the shares of answers on topic,
+    finished and passing every gate, and the mean share of constraints met by the answers that pass
+    every gate (NaN if none). The labeler scores an answer (constraints met) / (constraints), times
+    0.05 when a gate fails, so mean gold = passed_gates x constraint_share + at most
+    0.05 x (1 - passed_gates)."""
+    failed = table["failed_gates"].str.split(", ")
+    passing = table[table["gates_passed"]]
+    share = (passing["constraints_met"] / passing["constraints"]).mean() if len(passing) else float("nan")
+    return {"answers": len(table),
+            "on_topic": float((~failed.apply(lambda gates: "on_topic" in gates)).mean()),
+            "finished": float((~failed.apply(lambda gates: "finished" in gates)).mean()),
+            "passed_gates": float(table["gates_passed"].mean()),
+            "constraint_share": float(share)}
+
+
 def pass_rates(rows: list[dict], records: list[dict]) -> pd.DataFrame:
     """Per constraint kind: how many samples faced it and the share that satisfied it.
 

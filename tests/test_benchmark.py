@@ -91,6 +91,39 @@ def test_sweep_refuses_a_name_already_used_with_other_settings(sweep, tmp_path):
     with pytest.raises(SystemExit, match="other settings; pick another --name"):
         sweep.main(["--run-dir", str(tmp_path), "--name", "try", "--set", "seed=1"])
 
+    from helpers.config import PPOStageConfig
+
+    defaults = PPOStageConfig.from_profile("tiny").to_dict()
+    for stored, reward in ((defaults, ["--reward", "gold"]), (defaults | {"reward": "gold"}, [])):
+        write_json(tmp_path / "ppo-sweep" / "try" / "settings.json", stored)  # the other reward, same settings
+        with pytest.raises(SystemExit, match="other settings; pick another --name"):
+            sweep.main(["--run-dir", str(tmp_path), "--name", "try", *reward])
+
+
+def test_the_oracle_reward_is_the_gold_score_on_the_reward_models_scale(sweep, tmp_path):
+    from helpers.files import write_jsonl
+    from helpers.labeler import gold_score
+
+    path = tmp_path / "reward" / "sft_samples.jsonl"
+    write_jsonl(path, [{"id": "a", "samples": [{"score": 0.0}, {"score": 0.5}]}, {"id": "b", "samples": [{"score": 1.0}]}])
+    mean, std = sweep.gold_normalisation(tmp_path)
+    assert mean == pytest.approx(0.5) and std == pytest.approx((1 / 6) ** 0.5)  # population std of 0, 0.5, 1
+
+    row = {"id": "gen-test-00000", "split": "ppo", "source": "generated", "task": "describe", "topic": "volcanoes",
+           "messages": [{"role": "user", "content": "Describe volcanoes briefly, in lowercase."}],
+           "topic_keywords": ["volcan", "lava"], "constraints": [{"kind": "lowercase"}]}
+    texts = ["volcanoes pour out glowing lava when pressure builds.", "Volcanoes pour out glowing lava, often.", "ok"]
+    expected = [(gold_score(row, text, truncated=False) - mean) / std for text in texts]
+    assert expected[0] > expected[2] > expected[1]  # met (1.0), gated but lowercase (0.05), missed it (0.0)
+    assert sweep.gold_reward(mean, std)([row] * 3, texts).tolist() == pytest.approx(expected)
+
+    write_jsonl(path, [{"id": "a", "samples": [{"score": 0.2}, {"score": 0.2}]}])
+    with pytest.raises(SystemExit, match="sft_samples.jsonl: every SFT answer has the same gold score"):
+        sweep.gold_normalisation(tmp_path)
+    write_jsonl(path, [])
+    with pytest.raises(SystemExit, match="sft_samples.jsonl: expected judged SFT answers"):
+        sweep.gold_normalisation(tmp_path)
+
 
 def test_reward_sweep_starts_from_the_runs_own_settings(tmp_path):
     from helpers.config import RewardStageConfig

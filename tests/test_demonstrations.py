@@ -1,6 +1,10 @@
 """Demonstrations by rejection sampling: which judged candidates become SFT examples."""
 
-from helpers.demonstrations import best_of_n
+import math
+
+import pytest
+
+from helpers.demonstrations import best_of_n, gate_summary, samples_table
 
 ROWS = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Describe bird {i}."}]} for i in range(3)]
 
@@ -26,3 +30,20 @@ def test_best_of_n_keeps_several_distinct_good_answers_best_first():
                                                          ("p1", "same")]
     assert [d["response"] for d in best_of_n(ROWS, RECORDS, threshold=0.3, per_prompt=2)] == ["best", "also best",
                                                                                                "same"]
+
+
+def test_gate_summary_splits_the_gold_score_into_gates_and_constraints():
+    def sample(score, constraints, **failed):  # score as the labeler gives it; gate_summary reads the verdicts
+        gates = {"on_topic": True, "finished": True, "substantive": True} | {gate: False for gate in failed}
+        return {"text": "x", "score": score, "truncated": "finished" in failed, "n_tokens": 3,
+                "gates": gates, "constraints": constraints}
+
+    records = [{"id": "p0", "samples": [sample(1.0, {"a": True, "b": True}), sample(0.5, {"a": True, "b": False})]},
+               {"id": "p1", "samples": [sample(0.05, {"c": True}, on_topic=1), sample(0.05, {"c": True}, finished=1)]},
+               {"id": "p2", "samples": [sample(0.05, {"d": True}, on_topic=1, finished=1)]}]
+    table = samples_table(ROWS, records)
+    summary = gate_summary(table)
+    assert summary == {"answers": 5, "on_topic": pytest.approx(3 / 5), "finished": pytest.approx(3 / 5),
+                       "passed_gates": pytest.approx(2 / 5), "constraint_share": pytest.approx((1.0 + 0.5) / 2)}
+    only_gated = gate_summary(table[~table["gates_passed"]])
+    assert only_gated["passed_gates"] == 0.0 and math.isnan(only_gated["constraint_share"])

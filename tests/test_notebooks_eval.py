@@ -154,3 +154,24 @@ def test_a_second_round_trains_the_reward_model_on_the_policys_answers_and_ppo_a
                                         "--reward-model", str(out / "model")])
     assert ppo["reward_model"] == "reward-sweep/round2/model" and ppo["episodes"] > 0  # relative to the run
     assert read_json(tiny_run / "ppo-sweep" / "round2" / "settings.json")["reward_model"] == ppo["reward_model"]
+
+
+def test_the_ppo_sweep_can_train_against_the_gold_labeler_itself(tiny_run):
+    sweep = _benchmark("ppo_sweep")
+    result = sweep.main(["--run-dir", str(tiny_run), "--name", "oracle", "--reward", "gold"])
+    out = tiny_run / "ppo-sweep" / "oracle"
+    assert result["reward"] == "gold" and read_json(out / "settings.json")["reward"] == "gold"
+    assert result["episodes"] > 0 and math.isfinite(result["mean_reward"])  # the reward model still scores
+    answers = read_jsonl(out / "eval_samples.jsonl")
+    assert result["labeler"]["answers"] == len(answers)
+    passed = [s for record in answers for s in record["samples"] if all(s["gates"].values())]
+    assert result["labeler"]["passed_gates"] == pytest.approx(len(passed) / len(answers))
+    mean, std = sweep.gold_normalisation(tiny_run)
+    assert (result["gold_mean"], result["gold_std"]) == (mean, std)
+    for row in read_jsonl(out / "metrics.jsonl"):
+        # rm_score logs the trained-on reward, the gold score judged as finished; the logged gold gates
+        # responses without EOS, so it can only be lower, and equal when every response finished
+        as_gold = row["rm_score"] * std + mean
+        assert -1e-6 <= as_gold <= 1 + 1e-6 and as_gold >= row["gold"] - 1e-6
+        if row["eos_rate"] == 1.0:
+            assert as_gold == pytest.approx(row["gold"], abs=1e-6)
