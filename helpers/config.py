@@ -375,6 +375,8 @@ class EvalStageConfig(StageConfig):
     """Notebook 06: every contender on the held-out evaluation prompts, and the over-optimisation curve."""
 
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
+    answers_per_prompt: int = _field(4, "answers per evaluation prompt from base, SFT, DPO and PPO: their mean "
+                                        "per prompt is what gets compared, so more answers narrow the intervals")
     best_of: tuple = _field((4, 16), "the n of the best-of-n contenders: n SFT answers, the reward model picks one")
     subset_prompts: int = _field(24, "evaluation prompts for best-of-n and the PPO checkpoint curve (0: all); "
                                      "these sample many answers, so fewer prompts keep them affordable")
@@ -382,11 +384,12 @@ class EvalStageConfig(StageConfig):
     seed: int = _field(0, "seed for the sampling of every contender's answers")
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"best_of": (2, 4), "subset_prompts": 4, "score_batch_size": 8},
+        "tiny": {"answers_per_prompt": 2, "best_of": (2, 4), "subset_prompts": 4, "score_batch_size": 8},
         "gpu": {"subset_prompts": 0, "score_batch_size": 32},
     }
 
     def validate(self) -> None:
+        self._require(self.answers_per_prompt >= 1, "answers_per_prompt", "an integer >= 1")
         best_of = list(self.best_of)
         self._require(bool(best_of) and all(isinstance(n, int) and n >= 2 for n in best_of), "best_of",
                       "a list of integers >= 2")

@@ -1,11 +1,12 @@
 """Evaluating contenders side by side: gold score, win rate, reward, KL to the SFT model, and best-of-n.
 
 Every contender answers the same held-out evaluation prompts (topics never seen in
-training), one sampled answer per prompt at temperature 1, and is measured against
+training), a few sampled answers per prompt at temperature 1, and is measured against
 the SFT model:
 
 * **gold score**: the simulated labeler (``helpers.labeler``), mean with a bootstrap 95 % CI;
-* **win rate** vs SFT, prompt by prompt by gold score, a tie counting half (``helpers.stats``);
+* **win rate** vs SFT, prompt by prompt by gold score, every answer against every SFT answer to
+  the same prompt, a tie counting half (``helpers.stats.grouped_comparison``);
 * **reward-model score**: the normalised r(x, y) of notebook 03 (the proxy PPO optimised);
 * **KL to the SFT model**, estimated from the contender's own samples (Monte Carlo):
 
@@ -38,7 +39,7 @@ from .adapters import reward_scores, switch_adapter
 from .demonstrations import sample_and_judge
 from .files import read_jsonl
 from .generation import render_prompts
-from .stats import (bootstrap_mean_ci, paired_comparison, spearman, win_rate, within_prompt_agreement,
+from .stats import (bootstrap_mean_ci, grouped_comparison, spearman, win_rate, within_prompt_agreement,
                     within_prompt_spearman)
 
 
@@ -219,19 +220,36 @@ def reward_by_length(records: list[dict], rewards: list[list[float]], edges=LENG
     return out.reset_index().assign(tokens=lambda t: t["tokens"].astype(str))
 
 
+def merge_answers(first: list[dict], more: list[dict]) -> list[dict]:
+    """Per prompt, the samples of ``first`` followed by those of ``more`` (records of the same prompts, same order).
+
+    Notebook 06 extends the one answer per prompt that notebooks 01, 02 and 04 stored with answers it
+    samples itself; a record whose prompt differs is a mix-up and raises.
+    """
+    if len(first) != len(more):
+        raise ValueError(f"merge_answers: {len(first)} records against {len(more)}")
+    merged = []
+    for a, b in zip(first, more):
+        if a["id"] != b["id"]:
+            raise ValueError(f"merge_answers: prompt {a['id']!r} against {b['id']!r}: both lists need the same order")
+        merged.append({**a, "samples": list(a["samples"]) + list(b["samples"])})
+    return merged
+
+
 def pick_samples(records: list[dict], choice: list[int]) -> list[dict]:
     """Records with one sample each: ``records[i]["samples"][choice[i]]``."""
     return [{"id": r["id"], "samples": [r["samples"][k]]} for r, k in zip(records, choice, strict=True)]
 
 
 def answers_table(rows: list[dict], records: list[dict]) -> pd.DataFrame:
-    """One line per prompt (first sample of each record): id, answer, tokens, EOS, gold score if judged."""
-    by_id = {r["id"]: r["samples"][0] for r in records}
+    """One line per answer, prompts in the order of ``rows``: id, sample (its index among the prompt's
+    answers), answer, tokens, EOS, gold score if judged."""
+    by_id = {r["id"]: r["samples"] for r in records}
     lines = []
     for row in rows:
-        s = by_id[row["id"]]
-        lines.append({"id": row["id"], "response": s["text"], "n_tokens": s["n_tokens"], "eos": not s["truncated"],
-                      "gold": s.get("score", float("nan"))})
+        for k, s in enumerate(by_id[row["id"]]):
+            lines.append({"id": row["id"], "sample": k, "response": s["text"], "n_tokens": s["n_tokens"],
+                          "eos": not s["truncated"], "gold": s.get("score", float("nan"))})
     return pd.DataFrame(lines)
 
 
@@ -331,15 +349,23 @@ def implicit_preference_accuracies(model, tokenizer, pairs: list[dict], adapters
 def summarize(table: pd.DataFrame, sft: pd.DataFrame | None, measure: str) -> dict:
     """One headline row: mean of ``measure`` ('gold' or 'reward') with its 95 % CI, reward, KL, tokens and EOS
     rate; against ``sft``, prompt by prompt, the gain and the win rate with paired 95 % intervals
-    (``helpers.stats.paired_comparison``). ``table`` and ``sft`` hold one line per prompt (columns id, gold,
-    reward, kl, n_tokens, eos)."""
-    mean, low, high = bootstrap_mean_ci(table[measure])
-    row = {"prompts": len(table), measure: mean, "ci95_low": low, "ci95_high": high,
+    (``helpers.stats.grouped_comparison``: every answer against every SFT answer to the same prompt).
+
+    ``table`` and ``sft`` hold one line per answer (columns id, gold, reward, kl, n_tokens, eos), one or
+    several per prompt. The mean and its interval are over prompts (each prompt's mean answer), so a
+    prompt counts once however many answers it has; the comparison uses the prompts both tables hold.
+    """
+    per_prompt = table.groupby("id", sort=False)[measure]
+    prompt_means = per_prompt.mean()  # (prompts,)
+    mean, low, high = bootstrap_mean_ci(prompt_means)
+    row = {"prompts": len(prompt_means), "answers": len(table), measure: mean, "ci95_low": low, "ci95_high": high,
            "reward": float(table["reward"].mean()), "kl": float(table["kl"].mean()),
            "tokens": float(table["n_tokens"].mean()), "eos_rate": float(table["eos"].mean())}
     if sft is not None:
-        paired = table.merge(sft[["id", measure]], on="id", suffixes=("", "_sft"))
-        versus = paired_comparison(paired[measure], paired[f"{measure}_sft"])
+        baseline = sft.groupby("id", sort=False)[measure].apply(list)
+        shared = [prompt for prompt in prompt_means.index if prompt in baseline.index]
+        contender = per_prompt.apply(list)
+        versus = grouped_comparison([contender[p] for p in shared], [baseline[p] for p in shared])
         row.update({"win_rate_vs_sft": versus["win_rate"], "win_ci95_low": versus["win_ci95_low"],
                     "win_ci95_high": versus["win_ci95_high"], "gain_vs_sft": versus["gain"],
                     "gain_ci95_low": versus["gain_ci95_low"], "gain_ci95_high": versus["gain_ci95_high"]})
@@ -347,7 +373,8 @@ def summarize(table: pd.DataFrame, sft: pd.DataFrame | None, measure: str) -> di
 
 
 def pass_rate_matrix(rows: list[dict], contenders: dict[str, list[dict]]) -> pd.DataFrame:
-    """Contenders x constraint kinds: the share of answers that satisfy each kind (the constraint alone)."""
+    """Contenders x constraint kinds: the share of answers (all of each prompt's) that satisfy each kind
+    (the constraint alone)."""
     by_row = {row["id"]: row for row in rows}
     table = {}
     for name, records in contenders.items():
@@ -355,8 +382,9 @@ def pass_rate_matrix(rows: list[dict], contenders: dict[str, list[dict]]) -> pd.
         for record in records:
             if record["id"] not in by_row:
                 continue
-            for kind, ok in record["samples"][0]["constraints"].items():
-                passed.setdefault(kind, []).append(bool(ok))
+            for sample in record["samples"]:
+                for kind, ok in sample["constraints"].items():
+                    passed.setdefault(kind, []).append(bool(ok))
         table[name] = {kind: float(np.mean(v)) for kind, v in passed.items()}
     return pd.DataFrame(table).T.sort_index(axis=1)
 

@@ -23,9 +23,9 @@ from .files import read_json, read_jsonl, write_text
 STAGES = (("data", "01_instruction_data.ipynb"), ("sft", "02_supervised_finetuning.ipynb"),
           ("reward", "03_reward_model.ipynb"), ("ppo", "04_ppo.ipynb"), ("dpo", "05_dpo.ipynb"),
           ("eval", "06_evaluation.ipynb"))
-HEADLINE_COLUMNS = ("prompts", "gold", "reward", "ci95_low", "ci95_high", "gain_vs_sft", "gain_ci95_low",
-                    "gain_ci95_high", "win_rate_vs_sft", "win_ci95_low", "win_ci95_high", "kl", "tokens", "eos_rate",
-                    "preference_accuracy")
+HEADLINE_COLUMNS = ("prompts", "answers", "gold", "reward", "ci95_low", "ci95_high", "gain_vs_sft",
+                    "gain_ci95_low", "gain_ci95_high", "win_rate_vs_sft", "win_ci95_low", "win_ci95_high", "kl",
+                    "tokens", "eos_rate", "preference_accuracy")
 
 
 def collect(run_dir: str | Path) -> dict:
@@ -62,8 +62,9 @@ def headline_table(info: dict) -> pd.DataFrame:
     if not len(table):
         return table
     table = table[[c for c in HEADLINE_COLUMNS if c in table]].astype(float)
-    if "prompts" in table:
-        table["prompts"] = table["prompts"].astype("Int64")
+    for count in ("prompts", "answers"):
+        if count in table:
+            table[count] = table[count].astype("Int64")
     return table
 
 

@@ -46,7 +46,7 @@ def win_outcomes(scores, baseline_scores) -> np.ndarray:
 
 def paired_comparison(scores, baseline_scores, confidence: float = 0.95, n_resamples: int = 2000,
                       seed: int = 0) -> dict[str, float]:
-    """A contender against a baseline on the same prompts, with paired bootstrap intervals.
+    """A contender against a baseline on the same prompts, one answer each, with paired bootstrap intervals.
 
     ``gain`` is the mean of the per-prompt differences ``scores[i] - baseline_scores[i]`` and
     ``win_rate`` the mean of the per-prompt outcomes (1 win, 0.5 tie, 0 loss; ``win_rate``).
@@ -54,13 +54,40 @@ def paired_comparison(scores, baseline_scores, confidence: float = 0.95, n_resam
     pair: when prompts vary more than contenders do, the interval of the gain is narrower than
     one for the difference of two independent means. Keys: ``gain``, ``gain_ci95_low``,
     ``gain_ci95_high``, ``win_rate``, ``win_ci95_low``, ``win_ci95_high`` (the names say 95 %;
-    ``confidence`` changes the level).
+    ``confidence`` changes the level). ``grouped_comparison`` is the same with several answers per prompt.
     """
     scores, baseline_scores = list(scores), list(baseline_scores)  # read once: any iterable will do
-    outcomes = win_outcomes(scores, baseline_scores)  # (n,); raises on no pairs or unequal lengths
-    differences = np.asarray(scores, dtype=float) - np.asarray(baseline_scores, dtype=float)  # (n,)
-    gain = bootstrap_mean_ci(differences, confidence, n_resamples, seed)
-    win = bootstrap_mean_ci(outcomes, confidence, n_resamples, seed)
+    win_outcomes(scores, baseline_scores)  # raises on no pairs or unequal lengths
+    return grouped_comparison([[s] for s in scores], [[b] for b in baseline_scores], confidence, n_resamples, seed)
+
+
+def grouped_comparison(scores_by_prompt, baseline_by_prompt, confidence: float = 0.95, n_resamples: int = 2000,
+                       seed: int = 0) -> dict[str, float]:
+    """``paired_comparison`` with several answers per prompt on either side (as many as each has).
+
+    For prompt i with contender scores a_i1..a_im and baseline scores b_i1..b_in:
+
+        gain_i = mean_j a_ij - mean_k b_ik
+        win_i  = (1 / (m n)) sum_j sum_k [ 1{a_ij > b_ik} + 0.5 * 1{a_ij = b_ik} ]
+
+    ``win_i`` compares every contender answer with every baseline answer to the same prompt: it
+    estimates the same quantity as one answer each (the chance that a contender's answer beats the
+    baseline's), with less noise. ``gain`` and ``win_rate`` are the means over prompts, and their
+    bootstrap intervals resample prompts (each with all its answers), so the sampling noise of the
+    answers, and how prompts differ, are both in the interval. More answers per prompt shrink the first.
+    """
+    contender = [np.asarray(list(a), dtype=float) for a in scores_by_prompt]  # per prompt: (m_i,)
+    baseline = [np.asarray(list(b), dtype=float) for b in baseline_by_prompt]  # per prompt: (n_i,)
+    if len(contender) != len(baseline):
+        raise ValueError(f"grouped_comparison: {len(contender)} prompts against {len(baseline)}; "
+                         "both sides need the same prompts, in the same order")
+    if not contender or any(a.size == 0 for a in contender) or any(b.size == 0 for b in baseline):
+        raise ValueError("grouped_comparison needs at least one pair: every prompt needs an answer on both sides")
+    gains = np.array([a.mean() - b.mean() for a, b in zip(contender, baseline)])  # (prompts,)
+    wins = np.array([np.where(a[:, None] > b[None, :], 1.0, np.where(a[:, None] == b[None, :], 0.5, 0.0)).mean()
+                     for a, b in zip(contender, baseline)])  # (prompts,): NaN loses, as in win_outcomes
+    gain = bootstrap_mean_ci(gains, confidence, n_resamples, seed)
+    win = bootstrap_mean_ci(wins, confidence, n_resamples, seed)
     return {"gain": gain[0], "gain_ci95_low": gain[1], "gain_ci95_high": gain[2],
             "win_rate": win[0], "win_ci95_low": win[1], "win_ci95_high": win[2]}
 

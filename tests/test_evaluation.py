@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from helpers.evaluation import (accuracy_by_reason, answers_table, batches_by_length, best_of_n_choice, best_of_n_kl,
-                                pass_rate_matrix, pick_samples, reward_model_check, summarize, win_reason)
+                                merge_answers, pass_rate_matrix, pick_samples, reward_model_check, summarize,
+                                win_reason)
 from helpers.files import write_json, write_jsonl
 
 
@@ -50,8 +51,24 @@ def test_pick_samples_and_answers_table():
                {"id": "b", "samples": [_sample("three", 0.4, truncated=True), _sample("four", 0.0)]}]
     picked = pick_samples(records, [1, 0])
     table = answers_table([{"id": "b"}, {"id": "a"}], picked)  # rows decide the order
-    assert table.to_dict(orient="list") == {"id": ["b", "a"], "response": ["three", "two words"], "n_tokens": [1, 2],
-                                            "eos": [False, True], "gold": [0.4, 0.9]}
+    assert table.to_dict(orient="list") == {"id": ["b", "a"], "sample": [0, 0], "response": ["three", "two words"],
+                                            "n_tokens": [1, 2], "eos": [False, True], "gold": [0.4, 0.9]}
+    every = answers_table([{"id": "a"}, {"id": "b"}], records)  # one line per answer, in sample order
+    assert every[["id", "sample", "response"]].values.tolist() == [["a", 0, "one"], ["a", 1, "two words"],
+                                                                  ["b", 0, "three"], ["b", 1, "four"]]
+
+
+def test_merge_answers_appends_per_prompt_and_refuses_a_mix_up():
+    first = [{"id": "a", "samples": [_sample("one", 0.1)]}, {"id": "b", "samples": [_sample("two", 0.2)]}]
+    more = [{"id": "a", "samples": [_sample("three", 0.3), _sample("four", 0.4)]},
+            {"id": "b", "samples": [_sample("five", 0.5), _sample("six", 0.6)]}]
+    merged = merge_answers(first, more)
+    assert [[s["text"] for s in r["samples"]] for r in merged] == [["one", "three", "four"], ["two", "five", "six"]]
+    assert [len(r["samples"]) for r in first] == [1, 1]  # the inputs are left as they were
+    with pytest.raises(ValueError, match="prompt 'a' against 'b'"):
+        merge_answers(first, more[::-1])
+    with pytest.raises(ValueError, match="2 records against 1"):
+        merge_answers(first, more[:1])
 
 
 def test_summarize_pairs_contender_and_sft_by_prompt_with_ties_as_half():
@@ -73,6 +90,21 @@ def test_summarize_pairs_contender_and_sft_by_prompt_with_ties_as_half():
     assert "win_rate_vs_sft" not in summarize(sft, None, "gold")
 
 
+def test_summarize_with_several_answers_per_prompt_counts_each_prompt_once():
+    sft = pd.DataFrame({"id": ["a", "a", "b", "b"], "gold": [0.2, 0.6, 0.5, 0.5], "reward": [0.0] * 4,
+                        "kl": [0.0] * 4, "n_tokens": [10] * 4, "eos": [True] * 4})
+    # prompt a: three answers, prompt b: one; the mean is over prompt means, (0.4 + 0.1) / 2, not over answers
+    contender = pd.DataFrame({"id": ["a", "a", "a", "b"], "gold": [0.6, 0.2, 0.4, 0.1], "reward": [1.0] * 4,
+                              "kl": [0.5] * 4, "n_tokens": [4] * 4, "eos": [True, True, False, True]})
+    row = summarize(contender, sft, "gold")
+    assert (row["prompts"], row["answers"]) == (2, 4)
+    assert row["gold"] == pytest.approx(0.25)
+    # a: 0.6 beats 0.2 and ties 0.6 (1.5), 0.2 ties 0.2 and loses (0.5), 0.4 beats 0.2 and loses (1) -> 3/6; b: loses
+    assert row["win_rate_vs_sft"] == pytest.approx((3 / 6 + 0.0) / 2)
+    assert row["gain_vs_sft"] == pytest.approx(((0.4 - 0.4) + (0.1 - 0.5)) / 2)
+    assert row["eos_rate"] == pytest.approx(3 / 4)  # per answer
+
+
 def test_pass_rate_matrix_counts_each_kind_per_contender():
     rows = [{"id": "a"}, {"id": "b"}]
     contenders = {
@@ -84,6 +116,8 @@ def test_pass_rate_matrix_counts_each_kind_per_contender():
     matrix = pass_rate_matrix(rows, contenders)
     assert list(matrix.index) == ["SFT", "PPO"] and list(matrix.columns) == ["lowercase", "no_commas"]
     assert matrix.loc["SFT"].tolist() == [0.5, 0.0] and matrix.loc["PPO"].tolist() == [1.0, 1.0]
+    contenders["PPO"][1]["samples"].append(_sample("z", 0, constraints={"lowercase": False}))  # every answer counts
+    assert pass_rate_matrix(rows, contenders).loc["PPO"].tolist() == [2 / 3, 1.0]
 
 
 def test_reward_model_check_on_a_literal_pool():

@@ -34,10 +34,13 @@ def test_notebook_06_evaluates_every_contender(tiny_run):
     meta = read_json(tiny_run / "eval" / "meta.json")
     headline = meta["headline"]
     n_eval, subset = DataConfig.from_profile("tiny").n_eval, meta["config"]["eval"]["subset_prompts"]
+    k = meta["config"]["eval"]["answers_per_prompt"]
+    assert k == 2
     assert list(headline) == CONTENDERS + ["reward model (03)"]
     for name in CONTENDERS:
         row = headline[name]
         assert row["prompts"] == (subset if name.startswith("best-of") else n_eval), name
+        assert row["answers"] == (subset if name.startswith("best-of") else k * n_eval), name
         assert 0.0 <= row["ci95_low"] <= row["gold"] <= row["ci95_high"] <= 1.0, name
         assert 0.0 <= row["eos_rate"] <= 1.0 and row["tokens"] > 0, name
         if name != "SFT":
@@ -48,9 +51,14 @@ def test_notebook_06_evaluates_every_contender(tiny_run):
     assert headline["SFT"]["kl"] == 0.0
     assert headline["best-of-4"]["kl"] == pytest.approx(best_of_n_kl(4))
     assert 0.0 <= headline["DPO"]["preference_accuracy"] <= 1.0
-    # the SFT and PPO answers are the ones notebooks 02 and 04 drew, re-scored here
-    sft_gold = [r["samples"][0]["score"] for r in read_jsonl(tiny_run / "sft" / "sft_eval_samples.jsonl")]
-    assert headline["SFT"]["gold"] == pytest.approx(sum(sft_gold) / len(sft_gold))
+    # SFT's first answer to each prompt is the one notebook 02 drew; the other k - 1 were drawn here
+    stored = read_jsonl(tiny_run / "sft" / "sft_eval_samples.jsonl")
+    more = {r["id"]: r["samples"] for r in read_jsonl(tiny_run / "eval" / "samples_sft_more.jsonl")}
+    assert all(len(samples) == k - 1 for samples in more.values()) and set(more) == {r["id"] for r in stored}
+    prompt_means = [(r["samples"][0]["score"] + sum(s["score"] for s in more[r["id"]])) / k for r in stored]
+    assert headline["SFT"]["gold"] == pytest.approx(sum(prompt_means) / len(prompt_means))
+    scored = read_jsonl(tiny_run / "eval" / "scored_sft.jsonl")
+    assert [line["sample"] for line in scored] == list(range(k)) * n_eval
     snapshots = list((tiny_run / "ppo" / "snapshots").glob("iter-*"))
     families = [p["family"] for p in meta["curve"]]
     assert families.count("PPO checkpoints") == 1 + len(snapshots)  # SFT, then every snapshot
@@ -90,7 +98,7 @@ def test_the_run_ends_with_a_report(tiny_run):
     assert record["report"]["html"].endswith("report.html")
     assert "Plotly.newPlot" in page and "PPO (best)" in page
     ppo = read_json(tiny_run / "eval" / "meta.json")["headline"]["PPO (final)"]
-    assert f"| PPO (final) | {int(ppo['prompts'])} | {ppo['gold']:.3f} |" in summary
+    assert f"| PPO (final) | {int(ppo['prompts'])} | {int(ppo['answers'])} | {ppo['gold']:.3f} |" in summary
     for stage in ("data", "sft", "reward", "ppo", "dpo", "eval"):
         assert f"| {stage} |" in summary
     check = read_json(tiny_run / "eval" / "meta.json")["reward_model_check"]

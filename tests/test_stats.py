@@ -1,12 +1,15 @@
-"""Reporting statistics on literal inputs: within-prompt rank correlation and pairwise agreement."""
+"""Reporting statistics on literal inputs: within-prompt rank correlation, pairwise agreement, paired and grouped
+comparisons."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from helpers.stats import paired_comparison, spearman, win_rate, within_prompt_agreement, within_prompt_spearman
+from helpers.stats import (grouped_comparison, paired_comparison, spearman, win_rate, within_prompt_agreement,
+                           within_prompt_spearman)
 
 
 def test_within_prompt_spearman_ignores_each_prompts_offset():
@@ -74,3 +77,41 @@ def test_paired_comparison_needs_pairs():
         paired_comparison([], [])
     with pytest.raises(ValueError):
         paired_comparison([1.0, 2.0], [1.0])
+
+
+def test_grouped_comparison_averages_each_prompt_then_the_prompts():
+    contender = [[0.6, 0.2, 0.4], [0.1], [float("nan"), 0.9]]
+    baseline = [[0.2, 0.6], [0.5, 0.5], [0.3]]
+    result = grouped_comparison(contender, baseline)
+    # prompt 0: 0.6 beats 0.2, ties 0.6; 0.2 ties 0.2, loses; 0.4 beats 0.2, loses -> 3/6; prompt 1: two losses;
+    # prompt 2: NaN loses, 0.9 wins -> 1/2
+    assert result["win_rate"] == pytest.approx((3 / 6 + 0.0 + 1 / 2) / 3)
+    clean = grouped_comparison(contender[:2], baseline[:2])
+    assert clean["gain"] == pytest.approx((0.0 + (0.1 - 0.5)) / 2)  # per-prompt mean differences, averaged
+    assert clean["gain_ci95_low"] <= clean["gain"] <= clean["gain_ci95_high"]
+    assert 0.0 <= clean["win_ci95_low"] <= clean["win_rate"] <= clean["win_ci95_high"] <= 0.5
+
+
+def test_grouped_comparison_narrows_with_more_answers_per_prompt():
+    """Answer-level noise dominates a one-answer comparison; averaging k answers per prompt shrinks it."""
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(0.0, 1.0, 60)  # (prompts,)
+
+    def answers(offset, k):
+        return [list(d + offset + rng.normal(0.0, 0.3, k)) for d in difficulty]  # per prompt: (k,)
+
+    one = grouped_comparison(answers(0.05, 1), answers(0.0, 1))
+    eight = grouped_comparison(answers(0.05, 8), answers(0.0, 8))
+    width = lambda r, key: r[f"{key}_ci95_high"] - r[f"{key}_ci95_low"]  # noqa: E731
+    assert width(eight, "gain") < 0.5 * width(one, "gain")  # about 1/sqrt(8) of it
+    assert width(eight, "win") < 0.6 * width(one, "win")
+    assert eight["gain_ci95_low"] < 0.05 < eight["gain_ci95_high"]
+
+
+def test_grouped_comparison_needs_matching_prompts_with_answers():
+    with pytest.raises(ValueError, match="2 prompts against 1"):
+        grouped_comparison([[1.0], [2.0]], [[1.0]])
+    with pytest.raises(ValueError, match="at least one pair"):
+        grouped_comparison([[1.0], []], [[1.0], [2.0]])
+    with pytest.raises(ValueError, match="at least one pair"):
+        grouped_comparison([], [])
