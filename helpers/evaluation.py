@@ -358,9 +358,10 @@ def summarize(table: pd.DataFrame, sft: pd.DataFrame | None, measure: str) -> di
     per_prompt = table.groupby("id", sort=False)[measure]
     prompt_means = per_prompt.mean()  # (prompts,)
     mean, low, high = bootstrap_mean_ci(prompt_means)
-    row = {"prompts": len(prompt_means), "answers": len(table), measure: mean, "ci95_low": low, "ci95_high": high,
-           "reward": float(table["reward"].mean()), "kl": float(table["kl"].mean()),
-           "tokens": float(table["n_tokens"].mean()), "eos_rate": float(table["eos"].mean())}
+    row = {"prompts": len(prompt_means), "answers": len(table), "reward": float(table["reward"].mean()),
+           "kl": float(table["kl"].mean()), "tokens": float(table["n_tokens"].mean()),
+           "eos_rate": float(table["eos"].mean())}
+    row.update({measure: mean, "ci95_low": low, "ci95_high": high})  # 'reward' as the measure: over prompts too
     if sft is not None:
         baseline = sft.groupby("id", sort=False)[measure].apply(list)
         shared = [prompt for prompt in prompt_means.index if prompt in baseline.index]

@@ -143,7 +143,7 @@ def _summary_lines(info: dict) -> list[str]:
             gain = ppo.get("gain_vs_sft", ppo[measure] - sft[measure])  # runs before the paired columns lack it
             lines.append(f"- PPO (final) vs SFT: {measure} {ppo[measure]:.3f} vs {sft[measure]:.3f} "
                          f"({gain:+.3f}{_interval(ppo, 'gain', '+.3f')}); PPO wins "
-                         f"{ppo['win_rate_vs_sft']:.0%} of prompts{_interval(ppo, 'win', '.0%')}; "
+                         f"{ppo['win_rate_vs_sft']:.0%} of comparisons{_interval(ppo, 'win', '.0%')}; "
                          f"KL to SFT {ppo['kl']:.2f} nats")
         check = eval_meta.get("reward_model_check")
         if check:

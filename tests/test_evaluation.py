@@ -196,7 +196,7 @@ def test_report_from_a_run_folder(tmp_path):
     assert written["html"].endswith("report.html") and "plotly" in page.lower()
     assert page.count("Plotly.newPlot") == 3  # PPO curves, headline bars, over-optimisation curve
     assert "| PPO (final) | 4 | 0.375 |" in summary
-    assert "PPO (final) vs SFT: gold 0.375 vs 0.250 (+0.125); PPO wins 62% of prompts; KL to SFT 2.50 nats" in summary
+    assert "PPO (final) vs SFT: gold 0.375 vs 0.250 (+0.125); PPO wins 62% of comparisons; KL to SFT 2.50 nats" in summary
     assert ("reward model on 8 fresh SFT answers (2 prompts): pairwise accuracy 0.80 (5 pairs), Spearman 0.25 "
             "pooled, n/a within prompt; gold of its favourite 0.200 vs 0.100 at random and 0.500") in summary
     stages = stage_table({"run": {"notebooks": {"04_ppo.ipynb": {"seconds": 120.0}}},
@@ -216,7 +216,7 @@ def test_report_gives_the_paired_intervals_when_the_run_has_them(tmp_path):
     write_json(tmp_path / "eval" / "meta.json", meta)
     write_report(tmp_path, static_images=False)
     summary = (tmp_path / "report.md").read_text()
-    assert ("PPO (final) vs SFT: gold 0.375 vs 0.250 (+0.125, 95 % CI -0.050 to +0.300); PPO wins 62% of prompts, "
+    assert ("PPO (final) vs SFT: gold 0.375 vs 0.250 (+0.125, 95 % CI -0.050 to +0.300); PPO wins 62% of comparisons, "
             "95 % CI 40% to 85%; KL to SFT 2.50 nats") in summary
 
 
