@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers.config import DataConfig, ModelConfig, PPOStageConfig  # noqa: E402
 from helpers.files import append_jsonl, read_json, read_jsonl, write_json  # noqa: E402
+from helpers.ppo_roles import gold_reward, mean_and_std  # noqa: E402
 from helpers.runs import require_finished  # noqa: E402
 
 REWARDS = ("model", "gold")
@@ -114,29 +115,10 @@ def gold_normalisation(run_dir: Path) -> tuple[float, float]:
     model's normalised scale (SFT answers: mean 0, std 1)."""
     path = run_dir / "reward" / "sft_samples.jsonl"
     scores = [sample["score"] for row in read_jsonl(path) for sample in row["samples"]]
-    if len(scores) < 2:
-        raise SystemExit(f"{path}: expected judged SFT answers (run notebook 03 first), found {len(scores)}")
-    mean = sum(scores) / len(scores)
-    std = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
-    if std == 0:
-        raise SystemExit(f"{path}: every SFT answer has the same gold score; it cannot set the reward's scale")
-    return mean, std
-
-
-def gold_reward(mean: float, std: float):
-    """The oracle's reward function: (rows, texts) -> (gold_score - mean) / std, a (batch,) tensor.
-
-    Each text is judged with ``truncated=False`` (the text decides the ``finished`` gate): PPO gives a
-    response without EOS ``no_eos_score`` in place of its reward, as it does with the reward model's."""
-    import torch
-
-    from helpers.labeler import gold_scores
-
-    def reward(rows: list[dict], texts: list[str]) -> torch.Tensor:
-        gold = torch.tensor(gold_scores(rows, texts, [False] * len(texts)), dtype=torch.float32)  # (batch,)
-        return (gold - mean) / std
-
-    return reward
+    try:
+        return mean_and_std(scores)
+    except ValueError as err:
+        raise SystemExit(f"{path}: {err} (expected notebook 03's judged SFT answers)") from None
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,7 +1,7 @@
 """Our PPO loop (helpers/ppo.py) against TRL 0.29.1's PPOTrainer: episodes per second and peak memory.
 
     .venv/bin/python benchmarks/ppo_vs_trl.py --iterations 3 [--which both|ours|trl] [--device auto|cpu|cuda]
-                                              [--out results.json]
+                                              [--precision run|auto|nf4-float32|bfloat16] [--out results.json]
 
 Both sides start from the same base model (the run's, 4-bit NF4 for the policy), the same prompts (the first
 batch_size x iterations of the run's ``ppo`` split, rendered with the chat template), batch size
@@ -52,6 +52,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TRL_VERSION = "0.29.1"
 TRL_DIR = REPO_ROOT / ".cache" / f"trl-{TRL_VERSION}"
 RESULT_KEY = "ppo_vs_trl_result"
+#: --precision: the run's own choice, or one forced (to time the CPU paths against each other on one machine)
+PRECISIONS = {"run": {}, "auto": {"load_in_4bit": "auto", "compute_dtype": "auto"},
+              "nf4-float32": {"load_in_4bit": True, "compute_dtype": "float32"},
+              "bfloat16": {"load_in_4bit": False, "compute_dtype": "bfloat16"}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +109,7 @@ def _load_inputs(args):
 
     run = Path(args.run_dir)
     meta = json.loads((run / "data" / "meta.json").read_text())
-    model_cfg = ModelConfig(**{**meta["config"]["model"], "device": args.device})
+    model_cfg = ModelConfig(**{**meta["config"]["model"], "device": args.device, **PRECISIONS[args.precision]})
     tokenizer = load_tokenizer(model_cfg)
     prompts = load_split(run / "data", "ppo")
     needed = args.batch_size * args.iterations
@@ -266,7 +270,7 @@ def child_trl(args, stdout) -> None:
 
     from helpers.generation import render_prompts
     from helpers.models import (device_map, load_model, provision_embedded_model, quantization_config, resolve_device,
-                                resolve_model_path)
+                                resolve_model_path, resolve_precision)
     from helpers.config import EMBEDDED_MODEL
 
     if trl.__version__ != TRL_VERSION:
@@ -296,7 +300,7 @@ def child_trl(args, stdout) -> None:
     t_load = time.perf_counter()
     if resolve_device(model_cfg.device) == "cuda":  # 4-bit NF4 computing in bf16, float32 elsewhere (see above)
         policy = AutoModelForCausalLM.from_pretrained(
-            base_path, quantization_config=quantization_config(model_cfg, "cuda"), dtype=torch.float32,
+            base_path, quantization_config=quantization_config(resolve_precision(model_cfg)), dtype=torch.float32,
             device_map=device_map("cuda"))
     else:
         policy = load_model(model_cfg)  # 4-bit NF4, float32 compute on CPU
@@ -363,7 +367,7 @@ def run_child(which: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", which, "--run-dir", args.run_dir,
            "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
            "--response-length", str(args.response_length), "--minibatches", str(args.minibatches),
-           "--ppo-epochs", str(args.ppo_epochs), "--device", args.device]
+           "--ppo-epochs", str(args.ppo_epochs), "--device", args.device, "--precision", args.precision]
     if args.max_approx_kl is not None:
         cmd += ["--max-approx-kl", str(args.max_approx_kl)]
     if args.trainable_layers is not None:
@@ -449,6 +453,8 @@ def main() -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where both sides run (auto: the GPU when torch sees one)")
     parser.add_argument("--run-dir", default="runs/cpu", help="run folder with finished data/, sft/ and reward/")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="run",
+                        help="base model precision: the run's (default), auto, or forced NF4/float32 or bfloat16")
     parser.add_argument("--out", help="also write the results as JSON to this file")
     parser.add_argument("--child", choices=("ours", "trl"), help=argparse.SUPPRESS)
     args = parser.parse_args()

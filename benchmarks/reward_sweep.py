@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     from helpers.adapters import load_roles
     from helpers.dataset import load_split
     from helpers.evaluation import accuracy_by_reason, reward_model_check, reward_model_scores
-    from helpers.models import load_tokenizer, resolve_compute_dtype, resolve_device
+    from helpers.models import load_tokenizer, resolve_compute_dtype
     from helpers.reward import (base_candidates, build_reward_trainer, drop_overlong, load_reward_base,
                                 make_comparisons, pairwise_accuracy, policy_pairs, sample_sft_answers)
     from helpers.stats import spearman, within_prompt_spearman
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  policy_heldout_pairs=len(policy_heldout))
     comparisons.save(out)  # what this try trains and tests on
     if not (out / "model").exists():  # model/ marks training as done (a later call only scores)
-        dtype = resolve_compute_dtype(model_cfg.compute_dtype, resolve_device(model_cfg.device))
+        dtype = resolve_compute_dtype(model_cfg)
         trainer = build_reward_trainer(load_reward_base(model_cfg, tokenizer), tokenizer, comparisons.train,
                                        comparisons.heldout, cfg, out / "checkpoints", dtype)
         train_reward(trainer, out, rows, comparisons)

@@ -23,9 +23,20 @@ def load_policy(model_cfg: ModelConfig, adapter_dir: str | Path, adapter_name: s
     if not (adapter_dir / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter_dir} holds no LoRA adapter: run notebook 02 (SFT) first.")
     model = PeftModel.from_pretrained(load_model(model_cfg), str(adapter_dir), adapter_name=adapter_name,
-                                      is_trainable=trainable)
+                                      is_trainable=trainable, autocast_adapter_dtype=False)
     model.eval()
     return model
+
+
+def add_adapter(model, adapter_dir: str | Path, adapter_name: str, trainable: bool = False) -> None:
+    """Load one more saved LoRA adapter onto ``model`` under ``adapter_name``, in the dtype it was saved in.
+
+    peft would upcast a bfloat16 adapter to float32 (``autocast_adapter_dtype``): on a bfloat16 base the
+    frozen SFT reference would then compute its LoRA terms differently from the policy trained from the
+    same weights, and the KL between them would not start at 0.
+    """
+    model.load_adapter(str(adapter_dir), adapter_name=adapter_name, is_trainable=trainable,
+                       autocast_adapter_dtype=False)
 
 
 def switch_adapter(model, name: str) -> None:
@@ -101,13 +112,13 @@ def load_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str | Pa
     reward_dir = Path(reward_dir)
     if not (reward_dir / "adapter" / "adapter_config.json").exists():
         raise FileNotFoundError(f"{reward_dir} holds no reward model: run notebook 03 first.")
-    from .models import resolve_compute_dtype, resolve_device
+    from .models import resolve_compute_dtype
 
     model = load_policy(model_cfg, sft_dir, adapter_name="sft")
-    model.load_adapter(str(reward_dir / "adapter"), adapter_name="reward", is_trainable=False)
+    add_adapter(model, reward_dir / "adapter", "reward")
     switch_adapter(model, "sft")
     device = next(model.parameters()).device
-    compute_dtype = resolve_compute_dtype(model_cfg.compute_dtype, resolve_device(model_cfg.device))
+    compute_dtype = resolve_compute_dtype(model_cfg)
     head = load_score_head(reward_dir, dtype=compute_dtype, device=device)
     return model, head, read_json(reward_dir / NORMALISATION_FILE)
 

@@ -20,10 +20,26 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .constraints import CONSTRAINT_KINDS
+
 PROFILES = ("tiny", "cpu", "gpu")
 
 #: The embedded default model: SmolLM2-135M-Instruct, carried offline inside a PyPI wheel.
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+
+
+#: The ``cpu`` profile's curriculum: six of the 17 constraint kinds, one per prompt, from three families.
+#: Chosen from what SmolLM2-135M-Instruct meets unaided (24 prompts a kind, 64 tokens, T=1, 2026-12-01,
+#: ``benchmarks/constraint_kinds.py``): kinds met sometimes but not always (8-79 %), short enough to finish
+#: within 64 tokens, and marked by something a small reward model can see (a first word, a title, a
+#: "P.S." line, a keyword, the length). Left out: kinds met never or nearly so (uppercase, lowercase, JSON,
+#: quotation, paragraph and bullet counts) or nearly always (excluding a word), and those whose answers
+#: rarely finish in 64 tokens (word minimums). The ``gpu`` profile keeps all 17, up to three a prompt.
+CPU_CONSTRAINT_KINDS = (
+    "word_count_max", "sentence_count_max",  # length
+    "include_keyword", "start_with",  # wording
+    "title", "postscript",  # layout
+)
 
 
 class ConfigError(ValueError):
@@ -94,16 +110,22 @@ class ModelConfig(StageConfig):
 
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     base_model: str = _field(EMBEDDED_MODEL, f"'{EMBEDDED_MODEL}' (offline), a Hugging Face Hub id, or a local folder")
-    load_in_4bit: bool = _field(True, "quantise the linear layers to 4-bit NF4 with bitsandbytes (QLoRA)", (True, False))
+    load_in_4bit: bool | str = _field(
+        "auto", "quantise the linear layers to 4-bit NF4 with bitsandbytes (QLoRA); auto = NF4 on CUDA, and on a "
+        "CPU NF4 unless it has native bfloat16, where plain bfloat16 weights were measured faster",
+        (True, False, "auto"),
+    )
     compute_dtype: str = _field(
-        "auto", "dtype of 4-bit matmuls; auto = float32 on CPU (measured faster), bfloat16 on CUDA",
+        "auto", "dtype of the matmuls; auto = bfloat16 on CUDA; on CPU bfloat16 for plain weights on a CPU with "
+        "native bfloat16, else float32 (measured faster)",
         ("auto", "float32", "bfloat16", "float16"),
     )
     device: str = _field("auto", "auto = cuda when available, else cpu", ("auto", "cpu", "cuda"))
     trust_remote_code: bool = _field(False, "run model code shipped with a Hub repo (off: security)", (True, False))
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
-        "gpu": {"base_model": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "device": "cuda"},
+        "tiny": {"load_in_4bit": True},  # tests and CI exercise the 4-bit path on every machine
+        "gpu": {"base_model": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "device": "cuda", "load_in_4bit": True},
     }
 
     def validate(self) -> None:
@@ -122,33 +144,42 @@ class DataConfig(StageConfig):
     dataset: str | None = _field(None, "for hh-rlhf / instructions: a Hub dataset id, or a local .jsonl/.json/.parquet file")
     seed: int = _field(0, "seed for prompt generation, splits and sampling")
     n_sft: int = _field(128, "prompts for supervised fine-tuning (demonstrations are drawn for these)")
-    n_rm: int = _field(96, "prompts for reward-model comparisons (each gives up to K(K-1)/2 pairs)")
+    n_rm: int = _field(128, "prompts for reward-model comparisons (each gives up to K(K-1)/2 pairs)")
     n_ppo: int = _field(256, "prompts for PPO rollouts")
     n_eval: int = _field(96, "held-out evaluation prompts (their topics never appear in the other splits)")
+    constraint_kinds: tuple = _field(CPU_CONSTRAINT_KINDS, "the constraint kinds prompts draw from (empty: all 17); "
+                                                           "cpu: a curriculum of six (CPU_CONSTRAINT_KINDS)")
     min_constraints: int = _field(1, "fewest verifiable constraints per prompt")
-    max_constraints: int = _field(3, "most verifiable constraints per prompt")
+    max_constraints: int = _field(1, "most verifiable constraints per prompt (cpu: one, so each answer is judged "
+                                     "on one instruction)")
     eval_topic_fraction: float = _field(0.2, "share of topics reserved for evaluation")
     n_candidates: int = _field(8, "best-of-N: responses sampled from the base model per SFT prompt")
     demo_threshold: float = _field(0.3, "keep a prompt's best response as a demonstration if its gold score is at least this")
     demos_per_prompt: int = _field(4, "keep up to this many distinct responses per SFT prompt that reach demo_threshold, "
                                       "best first (1: the best only)")
-    max_new_tokens: int = _field(96, "token limit for sampled responses")
+    max_new_tokens: int = _field(64, "token limit for sampled responses (data, SFT answers, evaluation)")
     temperature: float = _field(1.0, "sampling temperature")
     top_p: float = _field(1.0, "nucleus sampling cut-off (1.0 = off)")
     batch_size: int = _field(64, "prompts per generation batch")
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
-        # tiny keeps every prompt's best candidate (threshold 0) so later stages always have demonstrations.
-        "tiny": {"n_sft": 8, "n_rm": 16, "n_ppo": 8, "n_eval": 8, "n_candidates": 2, "demo_threshold": 0.0,
-                 "demos_per_prompt": 1, "max_new_tokens": 32, "batch_size": 16},
-        "gpu": {"n_sft": 1024, "n_rm": 1024, "n_ppo": 2048, "n_eval": 256, "n_candidates": 8, "max_new_tokens": 160,
-                "batch_size": 128},
+        # tiny keeps every prompt's best candidate (threshold 0) so later stages always have demonstrations,
+        # and draws from every kind (the tests cover them all).
+        "tiny": {"constraint_kinds": (), "max_constraints": 3, "n_sft": 8, "n_rm": 16, "n_ppo": 8, "n_eval": 8,
+                 "n_candidates": 2, "demo_threshold": 0.0, "demos_per_prompt": 1, "max_new_tokens": 32,
+                 "batch_size": 16},
+        "gpu": {"constraint_kinds": (), "max_constraints": 3, "n_sft": 1024, "n_rm": 1024, "n_ppo": 2048,
+                "n_eval": 256, "n_candidates": 8, "max_new_tokens": 160, "batch_size": 128},
     }
 
     def validate(self) -> None:
         for name in ("n_sft", "n_rm", "n_ppo", "n_eval", "n_candidates", "demos_per_prompt", "max_new_tokens",
                      "batch_size"):
             self._require(getattr(self, name) >= 1, name, "an integer >= 1")
+        object.__setattr__(self, "constraint_kinds", tuple(self.constraint_kinds))  # JSON gives a list back
+        kinds = list(self.constraint_kinds)
+        self._require(all(kind in CONSTRAINT_KINDS for kind in kinds) and len(set(kinds)) == len(kinds),
+                      "constraint_kinds", f"distinct kinds from: {', '.join(CONSTRAINT_KINDS)}")
         self._require(1 <= self.min_constraints <= 3, "min_constraints", "1, 2 or 3")
         self._require(self.min_constraints <= self.max_constraints <= 3, "max_constraints", "min_constraints..3")
         self._require(0.0 < self.eval_topic_fraction < 1.0, "eval_topic_fraction", "a number strictly between 0 and 1")
@@ -314,11 +345,12 @@ class PPOStageConfig(StageConfig):
 
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     seed: int = _field(0, "seed for prompt order, sampling and minibatch order (reset every iteration)")
-    iterations: int = _field(24, "PPO iterations: each samples batch_size episodes, then updates on them")
-    batch_size: int = _field(16, "episodes (prompt + sampled response) per iteration")
-    minibatch_size: int = _field(8, "episodes per gradient step; batch_size / minibatch_size steps per epoch")
+    iterations: int = _field(32, "PPO iterations: each samples batch_size episodes, then updates on them")
+    batch_size: int = _field(32, "episodes (prompt + sampled response) per iteration")
+    minibatch_size: int = _field(16, "episodes per gradient step; batch_size / minibatch_size steps per epoch")
     ppo_epochs: int = _field(2, "passes over each iteration's episodes")
-    max_new_tokens: int = _field(48, "response token limit during PPO rollouts")
+    max_new_tokens: int = _field(64, "response token limit during PPO rollouts (cpu: the same as the evaluation's, "
+                                     "DataConfig.max_new_tokens, so PPO trains on the length it is judged on)")
     temperature: float = _field(1.0, "sampling temperature T; log-probabilities use logits / T, as sampled")
     learning_rate: float = _field(3e-4, "AdamW learning rate of the policy and value adapters and the value head")
     warmup_iterations: int = _field(0, "the learning rate rises linearly to learning_rate over this many iterations "
@@ -341,7 +373,7 @@ class PPOStageConfig(StageConfig):
     max_bad_minibatches: int = _field(3, "stop with an error after this many minibatches with a non-finite loss")
     save_every: int = _field(1, "save a resumable checkpoint every this many iterations")
     keep_checkpoints: int = _field(2, "how many of the newest checkpoints to keep")
-    snapshot_every: int = _field(4, "keep the policy adapter every this many iterations (for notebook 05's curves)")
+    snapshot_every: int = _field(8, "keep the policy adapter every this many iterations (for notebook 06's curve)")
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"iterations": 2, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 16, "snapshot_every": 1,

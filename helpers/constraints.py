@@ -530,23 +530,29 @@ def sample_constraints(
     topic_words: Sequence[str],
     first_kind: str | None = None,
     max_tries: int = 50,
+    kinds: Sequence[str] | None = None,
 ) -> list[dict]:
     """Draw ``count`` mutually compatible specs.
 
     The first kind is ``first_kind`` when given (the generator deals it from a deck
     so every kind appears often); each further kind is drawn uniformly among the
-    kinds compatible with those already chosen, and its parameters are redrawn
-    until they fit. Raises ValueError when no compatible set is found.
+    kinds compatible with those already chosen, from ``kinds`` (default: every kind),
+    and its parameters are redrawn until they fit. Raises ValueError when no
+    compatible set is found.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
+    pool = list(CONSTRAINT_KINDS) if kinds is None else list(kinds)
+    for name in pool:
+        if name not in CONSTRAINT_KINDS:
+            raise ValueError(f"unknown constraint kind {name!r}; known kinds: {', '.join(CONSTRAINT_KINDS)}")
     for _ in range(max_tries):
         chosen: list[dict] = []
         if first_kind is not None:
             chosen.append(sample_constraint(first_kind, rng, topic_words))
         while len(chosen) < count:
             taken = [spec["kind"] for spec in chosen]
-            options = [name for name in CONSTRAINT_KINDS if compatible_kinds(taken + [name])]
+            options = [name for name in pool if compatible_kinds(taken + [name])]
             if not options:
                 break
             name = rng.choice(options)

@@ -142,7 +142,8 @@ def build_rows(config) -> tuple[list[dict], dict[str, int]]:
 
         rows = build_instruction_rows(config.split_sizes, seed=config.seed, min_constraints=config.min_constraints,
                                       max_constraints=config.max_constraints,
-                                      eval_topic_fraction=config.eval_topic_fraction)
+                                      eval_topic_fraction=config.eval_topic_fraction,
+                                      kinds=config.constraint_kinds)
         return rows, {}
     from .external import build_external_rows
 

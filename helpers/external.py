@@ -18,6 +18,8 @@ counted in the returned ``skipped`` tally, never trained on.
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
 import re
 from collections import Counter
@@ -44,7 +46,12 @@ def load_records(dataset: str, split: str = "train"):
                 else "csv" if name.endswith(".csv") else None)
         if kind is None:
             raise DataError(f"{path}: expected a .jsonl, .jsonl.gz, .json, .parquet or .csv file")
-        return load_dataset(kind, data_files=str(path), split="train")
+        if name.endswith((".jsonl", ".jsonl.gz")):
+            check_json_lines(path)
+        try:
+            return load_dataset(kind, data_files=str(path), split="train")
+        except Exception as err:  # datasets' DatasetGenerationError and the like name no line: add the file
+            raise DataError(f"{path}: could not be read as a {kind} file ({type(err).__name__}: {err})") from err
     try:
         return load_dataset(dataset, split=split)
     except Exception as err:  # offline, unknown id, ...: say what to do
@@ -52,6 +59,31 @@ def load_records(dataset: str, split: str = "train"):
             f"Could not load dataset {dataset!r}: {err}. Offline, point DATASET at a local file "
             "(for example ../shared/datasets/hh-rlhf/harmless-base-test.jsonl.gz)."
         ) from err
+
+
+def check_json_lines(path: Path) -> int:
+    """Check that every non-blank line of a ``.jsonl`` (or ``.jsonl.gz``) file is a JSON object; return how many.
+
+    ``datasets`` reports a bad line as an opaque ``DatasetGenerationError``; this names the file and the line.
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    count = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
+                                    "expected one JSON object per line") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+                count += 1
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise DataError(f"{path}: cannot be read as UTF-8 JSON lines ({err})") from err
+    return count
 
 
 def parse_dialogue(text: str) -> list[dict]:

@@ -26,6 +26,9 @@ Splits and their guarantees:
   consecutive rows of a split each kind leads once; further constraints are drawn
   uniformly among the kinds compatible with those chosen. The number of
   constraints is uniform over ``min_constraints..max_constraints``.
+- A curriculum: ``kinds`` restricts the deck and the further draws to a subset of
+  the kinds (``DataConfig.constraint_kinds``; the ``cpu`` profile uses one, see
+  ``helpers.config.CPU_CONSTRAINT_KINDS``), so a small budget meets each kind often.
 
 Topics live in ``data/topics.json``: ``{"topic": "volcanoes", "keywords": ["volcan",
 "lava", "magma", ...]}``. The first keyword is the topic noun's stem (it may be a word
@@ -37,11 +40,13 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Sequence
 
 from helpers.constraints import CONSTRAINT_KINDS, describe, sample_constraints
 
 TOPICS_PATH = Path(__file__).resolve().parent.parent / "data" / "topics.json"
 from .dataset import SPLITS
+
 MAX_DRAWS_PER_ROW = 1000
 """Draws tried for one row before giving up on finding a prompt not yet used."""
 
@@ -165,7 +170,8 @@ def hold_out_topics(topics: list[dict], seed: int, eval_topic_fraction: float) -
 # Rows
 # ---------------------------------------------------------------------------
 
-def _draw_row(rng: random.Random, pool: list[dict], first_kind: str, n_constraints: int) -> dict:
+def _draw_row(rng: random.Random, pool: list[dict], first_kind: str, n_constraints: int,
+              kinds: list[str]) -> dict:
     """Draw one row's content (no id or split yet) from the topics in ``pool``."""
     entry = rng.choice(pool)
     tasks = [name for name in TASK_KINDS if name != "compare" or len(pool) > 1]
@@ -173,7 +179,7 @@ def _draw_row(rng: random.Random, pool: list[dict], first_kind: str, n_constrain
     template = rng.choice(TASK_KINDS[task])
     other = rng.choice([item for item in pool if item is not entry])["topic"] if "{other}" in template else ""
     keywords = list(entry["keywords"])
-    constraints = sample_constraints(rng, n_constraints, topic_words=keywords[1:], first_kind=first_kind)
+    constraints = sample_constraints(rng, n_constraints, topic_words=keywords[1:], first_kind=first_kind, kinds=kinds)
     rng.shuffle(constraints)
     prompt = " ".join([template.format(topic=entry["topic"], other=other)] + [describe(spec) for spec in constraints])
     return {
@@ -193,6 +199,7 @@ def _build_split(
     used_prompts: set[str],
     min_constraints: int,
     max_constraints: int,
+    kinds: list[str],
 ) -> list[dict]:
     """Build ``size`` rows for ``split`` whose prompts are not in ``used_prompts`` (which it extends)."""
     rows: list[dict] = []
@@ -200,9 +207,9 @@ def _build_split(
     while len(rows) < size:
         for _ in range(MAX_DRAWS_PER_ROW):
             if not deck:
-                deck = list(CONSTRAINT_KINDS)
+                deck = list(kinds)
                 rng.shuffle(deck)
-            content = _draw_row(rng, pool, deck.pop(), rng.randint(min_constraints, max_constraints))
+            content = _draw_row(rng, pool, deck.pop(), rng.randint(min_constraints, max_constraints), kinds)
             prompt = content["messages"][0]["content"]
             if prompt not in used_prompts:
                 break
@@ -224,10 +231,12 @@ def build_instruction_rows(
     max_constraints: int = 3,
     eval_topic_fraction: float = 0.2,
     topics: list[dict] | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> list[dict]:
     """Generate prompt rows for the ``sft``, ``rm``, ``ppo`` and ``eval`` splits.
 
     ``split_sizes`` maps split name -> number of rows (missing splits get none).
+    ``kinds`` lists the constraint kinds to draw from (None or empty: all of them).
     ``topics`` defaults to ``load_topics()``. Returns json-serialisable dicts with the
     fields id, split, source, messages, task, topic, topic_keywords and constraints.
     Raises ValueError for unknown splits, bad sizes or counts, or sizes that cannot be
@@ -241,6 +250,10 @@ def build_instruction_rows(
             raise ValueError(f"split_sizes[{split!r}] must be a non-negative int, got {size!r}")
     if not 1 <= min_constraints <= max_constraints:
         raise ValueError(f"need 1 <= min_constraints <= max_constraints, got {min_constraints} and {max_constraints}")
+    kinds = list(kinds) if kinds else list(CONSTRAINT_KINDS)
+    unknown_kinds = [name for name in kinds if name not in CONSTRAINT_KINDS]
+    if unknown_kinds or len(set(kinds)) != len(kinds):
+        raise ValueError(f"kinds {kinds}: expected distinct constraint kinds from {', '.join(CONSTRAINT_KINDS)}")
     topics = load_topics() if topics is None else validate_topics(topics)
     eval_topics, train_topics = hold_out_topics(topics, seed, eval_topic_fraction)
 
@@ -258,5 +271,5 @@ def build_instruction_rows(
                 f"eval_topic_fraction={eval_topic_fraction})"
             )
         rng = random.Random(f"{seed}:{split}")
-        rows += _build_split(split, size, pool, rng, used_prompts, min_constraints, max_constraints)
+        rows += _build_split(split, size, pool, rng, used_prompts, min_constraints, max_constraints, kinds)
     return rows

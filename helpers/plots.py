@@ -118,6 +118,50 @@ def add_ppo_metrics(figure: go.Figure, row: dict) -> None:
             append_point(figure, trace.name, row["iteration"], value)
 
 
+def rolling(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last ``window`` values (fewer at the start): a curve that one noisy batch cannot bend."""
+    out = []
+    for end in range(1, len(values) + 1):
+        piece = values[max(0, end - window):end]
+        out.append(sum(piece) / len(piece))
+    return out
+
+
+def learning_curve(metrics: list[dict], window: int = 4) -> dict:
+    """Rolling means of the reward-model score and of gold over the PPO iterations, and where gold peaked.
+
+    -> ``{"iteration", "reward", "gold"}`` (lists), ``gold_peak`` (the iteration with the highest rolling gold)
+    and ``gold_gain`` (the last rolling gold minus the first). Reward and gold rising together is the
+    reward model doing its job; reward still rising after gold's peak is over-optimisation (Gao et al., 2022).
+    """
+    rows = [row for row in metrics if row.get("gold") is not None]
+    if not rows:
+        raise ValueError("learning_curve needs PPO metrics with a 'gold' value (generated data)")
+    iterations = [row["iteration"] for row in rows]
+    reward, gold = rolling([row["rm_score"] for row in rows], window), rolling([row["gold"] for row in rows], window)
+    peak = max(range(len(gold)), key=gold.__getitem__)
+    return {"iteration": iterations, "reward": reward, "gold": gold, "gold_peak": iterations[peak],
+            "gold_gain": gold[-1] - gold[0]}
+
+
+def learning_curve_figure(metrics: list[dict], window: int = 4) -> go.Figure:
+    """Reward-model score (left axis) and gold (right axis), each a rolling mean, with gold's peak marked."""
+    from plotly.subplots import make_subplots
+
+    curve = learning_curve(metrics, window)
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure.add_trace(go.Scatter(x=curve["iteration"], y=curve["reward"], name="reward model (normalised)",
+                                mode="lines+markers"), secondary_y=False)
+    figure.add_trace(go.Scatter(x=curve["iteration"], y=curve["gold"], name="gold (labeler)", mode="lines+markers"),
+                     secondary_y=True)
+    figure.add_vline(x=curve["gold_peak"], line_dash="dot", annotation_text=f"gold peaks (iteration {curve['gold_peak']})")
+    figure.update_layout(title=f"Is PPO learning? Reward and gold on the rollouts, rolling mean of {window} iterations",
+                         template="plotly_white", xaxis_title="iteration", height=420)
+    figure.update_yaxes(title_text="reward model", secondary_y=False)
+    figure.update_yaxes(title_text="gold", secondary_y=True)
+    return figure
+
+
 class PPOMonitor:
     """What the user watches while PPO trains: the live dashboard, and a few current answers every N iterations.
 

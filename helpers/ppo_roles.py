@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .adapters import load_roles, reward_scores, switch_adapter, train_top_layers
+from .adapters import add_adapter, load_roles, reward_scores, switch_adapter, train_top_layers
 from .config import ModelConfig
+from .labeler import gold_scores
 from .sft import match_trainable_dtype
 
 TRAINABLE_ROLES = ("policy", "value")
@@ -73,13 +74,13 @@ class PPORoles:
 def load_ppo_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str | Path, pad_token_id: int,
                    trainable_layers: int = 0) -> PPORoles:
     """The 4-bit base loaded once, carrying all four roles (see the module docstring)."""
-    from .models import resolve_compute_dtype, resolve_device
+    from .models import resolve_compute_dtype
 
     model, reward_head, norm = load_roles(model_cfg, sft_dir, reward_dir)  # adapters "sft" and "reward"
-    model.load_adapter(str(sft_dir), adapter_name="policy", is_trainable=True)
-    model.load_adapter(str(Path(reward_dir) / "adapter"), adapter_name="value", is_trainable=True)
+    add_adapter(model, sft_dir, "policy", trainable=True)
+    add_adapter(model, Path(reward_dir) / "adapter", "value", trainable=True)
     first_trainable_layer = train_top_layers(model, TRAINABLE_ROLES, trainable_layers)
-    compute_dtype = resolve_compute_dtype(model_cfg.compute_dtype, resolve_device(model_cfg.device))
+    compute_dtype = resolve_compute_dtype(model_cfg)
     match_trainable_dtype(model, compute_dtype)
     value_head = torch.nn.Linear(reward_head.in_features, 1, bias=True).to(reward_head.weight.device)
     with torch.no_grad():  # v(s) = (r(s) - offset) / scale at the start
@@ -178,6 +179,33 @@ def reward_model_scores(roles: PPORoles, tokenizer, rows: list[dict], texts: lis
     from .evaluation import reward_model_scores as scores
 
     return scores(roles.model, roles.reward_head, roles.normalisation, tokenizer, rows, texts, batch_size)
+
+
+def mean_and_std(scores: list[float]) -> tuple[float, float]:
+    """(mean, population std) of ``scores``: the offset and scale that put a score on the reward model's
+    normalised scale. ValueError for fewer than two scores or no spread."""
+    if len(scores) < 2:
+        raise ValueError(f"need at least two scores to set a scale, found {len(scores)}")
+    mean = sum(scores) / len(scores)
+    std = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+    if std == 0:
+        raise ValueError("every score is the same; they cannot set the reward's scale")
+    return mean, std
+
+
+def gold_reward(mean: float, std: float):
+    """The oracle reward (Gao et al., 2022): PPO's reward function ``(rows, texts) -> (gold - mean) / std``, (batch,).
+
+    The simulated labeler itself in place of the reward model, on about its normalised scale
+    (``mean`` and ``std`` of the SFT answers' gold scores: ``mean_and_std``). Each text is judged with
+    ``truncated=False`` (the text decides the ``finished`` gate): PPO gives a response without EOS
+    ``no_eos_score`` in place of its reward, as it does with the reward model's.
+    """
+    def reward(rows: list[dict], texts: list[str]) -> torch.Tensor:
+        gold = torch.tensor(gold_scores(rows, texts, [False] * len(texts)), dtype=torch.float32)  # (batch,)
+        return (gold - mean) / std
+
+    return reward
 
 
 def save_trainable(roles: PPORoles, path: Path) -> None:

@@ -28,8 +28,15 @@ HEADLINE_COLUMNS = ("prompts", "answers", "gold", "reward", "ci95_low", "ci95_hi
                     "tokens", "eos_rate", "preference_accuracy")
 
 
+def oracle_tries(run_dir: str | Path) -> list[dict]:
+    """The finished PPO tries against the gold labeler itself (``benchmarks/ppo_sweep.py --reward gold``) in
+    ``<run_dir>/ppo-sweep/``, by name: the ceiling the learned reward model is measured against."""
+    tries = [read_json(path) for path in sorted(Path(run_dir).glob("ppo-sweep/*/result.json"))]
+    return [result for result in tries if result.get("reward") == "gold"]
+
+
 def collect(run_dir: str | Path) -> dict:
-    """What the report shows: the run record, each finished stage's meta, and the PPO metric log."""
+    """What the report shows: the run record, each finished stage's meta, the PPO metric log, the oracle tries."""
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").exists():
         raise FileNotFoundError(f"{run_dir / 'run.json'} not found: is {run_dir} a run folder (make run)?")
@@ -37,7 +44,7 @@ def collect(run_dir: str | Path) -> dict:
              if (run_dir / name / "meta.json").exists()}
     metrics_file = run_dir / "ppo" / "metrics.jsonl"
     return {"run": read_json(run_dir / "run.json"), "metas": metas,
-            "ppo_metrics": read_jsonl(metrics_file) if metrics_file.exists() else []}
+            "ppo_metrics": read_jsonl(metrics_file) if metrics_file.exists() else [], "oracle": oracle_tries(run_dir)}
 
 
 def stage_table(info: dict) -> pd.DataFrame:
@@ -128,16 +135,54 @@ def _interval(row, name: str, spec: str) -> str:
     return f", 95 % CI {format(low, spec)} to {format(high, spec)}"
 
 
+def _mean_with_interval(row, measure: str) -> str:
+    """"0.171 (0.129-0.216)" from a headline row, or the mean alone where the run has no interval."""
+    low, high = row.get("ci95_low"), row.get("ci95_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{row[measure]:.3f}"
+    return f"{row[measure]:.3f} ({low:.3f}-{high:.3f})"
+
+
+def _oracle_lines(info: dict) -> list[str]:
+    """One line per PPO try against the gold labeler itself: the ceiling for the learned reward model."""
+    lines = []
+    for result in info.get("oracle", []):
+        low, high = result["gain_ci95"]
+        lines.append(f"- ceiling: PPO against the gold labeler itself (`ppo_sweep.py --reward gold`, try "
+                     f"`{result['name']}`, {result['episodes']} episodes, one answer per prompt): gold "
+                     f"{result['gold']:.3f} vs SFT {result['sft_gold']:.3f}, gain {result['gain_vs_SFT']:+.3f} "
+                     f"(95 % CI {low:+.3f} to {high:+.3f}), KL {result['final_kl']:.1f}")
+    return lines
+
+
+def _gflops(rates: dict, dtype: str) -> str:
+    return f"{rates[dtype]:.0f}" if isinstance(rates.get(dtype), (int, float)) else "?"
+
+
 def _summary_lines(info: dict) -> list[str]:
     run, metas = info["run"], info["metas"]
     data = metas.get("data", {})
     lines = [f"- profile: `{run.get('profile')}`; run folder: `{run.get('run_dir')}`; status: {run.get('status')}",
              f"- model: `{data.get('base_model', '?')}`; data source: `{data.get('source', '?')}`",
              f"- whole workbook: {run['seconds'] / 60:.1f} min" if run.get("seconds") else "- whole workbook: not finished"]
+    machine = run.get("machine")
+    if machine:
+        rates = machine.get("matmul_gflops", {})
+        lines.append(f"- machine: {machine.get('cpu_cores')} cores ({machine.get('torch_threads')} torch threads), "
+                     f"native bfloat16: {'yes' if machine.get('fast_bfloat16') else 'no'}, matmul "
+                     f"{_gflops(rates, 'float32')} GFLOP/s float32 and {_gflops(rates, 'bfloat16')} bfloat16"
+                     + (f", GPU {machine['cuda']}" if machine.get("cuda") else ""))
+    precision = data.get("precision")
+    if precision:
+        lines.append(f"- precision: {precision}")
     eval_meta = metas.get("eval")
     if eval_meta:
         table = headline_table(info)
         measure = eval_meta["measure"]
+        if {"base", "SFT", "PPO (final)"} <= set(table.index):
+            steps = [f"{name} {_mean_with_interval(table.loc[name], measure)}"
+                     for name in ("base", "SFT", "PPO (final)")]
+            lines.append(f"- the recipe, step by step ({measure}, 95 % CI): " + " → ".join(steps))
         if {"SFT", "PPO (final)"} <= set(table.index):
             ppo, sft = table.loc["PPO (final)"], table.loc["SFT"]
             gain = ppo.get("gain_vs_sft", ppo[measure] - sft[measure])  # runs before the paired columns lack it
@@ -145,6 +190,7 @@ def _summary_lines(info: dict) -> list[str]:
                          f"({gain:+.3f}{_interval(ppo, 'gain', '+.3f')}); PPO wins "
                          f"{ppo['win_rate_vs_sft']:.0%} of comparisons{_interval(ppo, 'win', '.0%')}; "
                          f"KL to SFT {ppo['kl']:.2f} nats")
+        lines += _oracle_lines(info)
         check = eval_meta.get("reward_model_check")
         if check:
             num = lambda key, spec=".2f": "n/a" if check.get(key) is None else format(check[key], spec)  # noqa: E731

@@ -384,14 +384,13 @@ def load_reward_base(model_cfg: ModelConfig, tokenizer):
     """The 4-bit base model with a scalar head (``AutoModelForSequenceClassification``, one label), head at zero."""
     from transformers import AutoModelForSequenceClassification
 
-    from .models import (device_map, one_4bit_kernel, quantization_config, resolve_compute_dtype, resolve_device,
-                         resolve_model_path)
+    from .models import device_map, one_4bit_kernel, quantization_config, resolve_model_path, resolve_precision
 
-    device = resolve_device(model_cfg.device)
-    kwargs = {"num_labels": 1, "dtype": resolve_compute_dtype(model_cfg.compute_dtype, device),
-              "device_map": device_map(device), "trust_remote_code": model_cfg.trust_remote_code}
-    if model_cfg.load_in_4bit:
-        kwargs["quantization_config"] = quantization_config(model_cfg, device)
+    precision = resolve_precision(model_cfg)
+    kwargs = {"num_labels": 1, "dtype": precision.compute_dtype,
+              "device_map": device_map(precision.device), "trust_remote_code": model_cfg.trust_remote_code}
+    if precision.load_in_4bit:
+        kwargs["quantization_config"] = quantization_config(precision)
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model_cfg.base_model), **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     one_4bit_kernel(model)

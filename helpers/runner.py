@@ -95,6 +95,17 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) 
                 os.environ[name] = value
 
 
+def machine_record() -> dict:
+    """What the run's times depend on: cores, native bfloat16, and the measured fp32 / bf16 matmul rates."""
+    import torch
+
+    from .models import fast_bfloat16_cpu, matmul_rates
+
+    return {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "fast_bfloat16": fast_bfloat16_cpu(), "matmul_gflops": matmul_rates(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def run_workbook(profile: str, run_dir: Path, *, rerun: bool = False, notebooks: list[Path] | None = None,
                  out=sys.stdout) -> dict:
     """Execute the notebooks in order into ``run_dir``; returns the run record (also in ``run.json``)."""
@@ -117,7 +128,7 @@ def run_workbook(profile: str, run_dir: Path, *, rerun: bool = False, notebooks:
     else:
         earlier = []
     record = {"profile": profile, "run_dir": str(run_dir), "status": "running", "started": now(), "notebooks": {},
-              "earlier_runs": earlier}
+              "machine": machine_record(), "earlier_runs": earlier}
     write_json(record_path, record)
     total_start = time.time()
     for number, notebook in enumerate(notebooks, start=1):

@@ -96,6 +96,7 @@ class Stage:
 
 
 FIELDS_ADDED_LATER: dict[str, dict[str, Any]] = {
+    "data": {"constraint_kinds": []},  # every kind (as stored: JSON turns the tuple into a list)
     "reward": {"swapped_pairs": 0, "edit_pairs": 0},  # no relevance pairs, no edit pairs
     "ppo": {"warmup_iterations": 0},  # no warm-up
 }

@@ -92,6 +92,32 @@ def grouped_comparison(scores_by_prompt, baseline_by_prompt, confidence: float =
             "win_rate": win[0], "win_ci95_low": win[1], "win_ci95_high": win[2]}
 
 
+def gain_interval_by_answers(scores_by_prompt, baseline_by_prompt, answers=(1, 2, 4, 8),
+                             confidence_z: float = 1.96) -> dict[int, float]:
+    """What more answers per prompt would buy: the expected half-width of the gain's interval with k answers
+    per prompt on each side, for each k in ``answers``, from the variance components of the answers in hand.
+
+    With m answers per prompt the per-prompt gain d_i = mean(a_i) - mean(b_i) has variance
+    ``s2_prompt + (w2_a + w2_b) / m``: the spread of the prompts' true gains plus the sampling noise of
+    the answers (``w2``: the mean within-prompt variance of each side, unbiased). ``s2_prompt`` is the
+    observed variance of d_i less that noise at the m in hand (at least 0). The half-width with k
+    answers is ``z * sqrt((s2_prompt + (w2_a + w2_b) / k) / prompts)``: the normal approximation of the
+    bootstrap interval ``grouped_comparison`` gives. Needs at least two answers per prompt on each side.
+    """
+    contender = [np.asarray(list(a), dtype=float) for a in scores_by_prompt]
+    baseline = [np.asarray(list(b), dtype=float) for b in baseline_by_prompt]
+    if len(contender) != len(baseline) or len(contender) < 2:
+        raise ValueError("gain_interval_by_answers: both sides need the same prompts, at least two")
+    if any(a.size < 2 for a in contender) or any(b.size < 2 for b in baseline):
+        raise ValueError("gain_interval_by_answers needs at least two answers per prompt on each side "
+                         "(one answer cannot tell prompt spread from sampling noise)")
+    m = np.mean([min(a.size, b.size) for a, b in zip(contender, baseline)])
+    noise = np.mean([a.var(ddof=1) for a in contender]) + np.mean([b.var(ddof=1) for b in baseline])
+    gains = np.array([a.mean() - b.mean() for a, b in zip(contender, baseline)])
+    spread = max(float(gains.var(ddof=1)) - noise / m, 0.0)
+    return {k: float(confidence_z * np.sqrt((spread + noise / k) / len(gains))) for k in answers}
+
+
 def within_prompt_spearman(prompt_ids, x, y) -> float:
     """The mean, over prompts, of the Spearman correlation of ``x`` and ``y`` among that prompt's answers.
 

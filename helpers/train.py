@@ -184,11 +184,11 @@ def _inputs(run_dir: Path, *stages: str) -> tuple[ModelConfig, DataConfig, dict]
 
 def _tokenizer_and_dtype(model_cfg: ModelConfig):
     """The tokenizer (the main process fetches or converts the model first) and the compute dtype."""
-    from .models import load_tokenizer, resolve_compute_dtype, resolve_device
+    from .models import load_tokenizer, resolve_compute_dtype
 
     with _processes().main_process_first():
         tokenizer = load_tokenizer(model_cfg)
-    return tokenizer, resolve_compute_dtype(model_cfg.compute_dtype, resolve_device(model_cfg.device))
+    return tokenizer, resolve_compute_dtype(model_cfg)
 
 
 def _log_to_stdout(trainer):

@@ -103,6 +103,7 @@ def test_sweep_refuses_a_name_already_used_with_other_settings(sweep, tmp_path):
 def test_the_oracle_reward_is_the_gold_score_on_the_reward_models_scale(sweep, tmp_path):
     from helpers.files import write_jsonl
     from helpers.labeler import gold_score
+    from helpers.ppo_roles import gold_reward
 
     path = tmp_path / "reward" / "sft_samples.jsonl"
     write_jsonl(path, [{"id": "a", "samples": [{"score": 0.0}, {"score": 0.5}]}, {"id": "b", "samples": [{"score": 1.0}]}])
@@ -115,13 +116,13 @@ def test_the_oracle_reward_is_the_gold_score_on_the_reward_models_scale(sweep, t
     texts = ["volcanoes pour out glowing lava when pressure builds.", "Volcanoes pour out glowing lava, often.", "ok"]
     expected = [(gold_score(row, text, truncated=False) - mean) / std for text in texts]
     assert expected[0] > expected[2] > expected[1]  # met (1.0), gated but lowercase (0.05), missed it (0.0)
-    assert sweep.gold_reward(mean, std)([row] * 3, texts).tolist() == pytest.approx(expected)
+    assert gold_reward(mean, std)([row] * 3, texts).tolist() == pytest.approx(expected)
 
     write_jsonl(path, [{"id": "a", "samples": [{"score": 0.2}, {"score": 0.2}]}])
-    with pytest.raises(SystemExit, match="sft_samples.jsonl: every SFT answer has the same gold score"):
+    with pytest.raises(SystemExit, match="sft_samples.jsonl: every score is the same.*judged SFT answers"):
         sweep.gold_normalisation(tmp_path)
     write_jsonl(path, [])
-    with pytest.raises(SystemExit, match="sft_samples.jsonl: expected judged SFT answers"):
+    with pytest.raises(SystemExit, match="sft_samples.jsonl: need at least two scores.*judged SFT answers"):
         sweep.gold_normalisation(tmp_path)
 
 
@@ -142,3 +143,17 @@ def test_reward_sweep_starts_from_the_runs_own_settings(tmp_path):
     assert reward_sweep.main(["--run-dir", str(tmp_path), "--name", "try", "--set", "epochs=3"]) == {"name": "try"}
     with pytest.raises(SystemExit, match="other settings"):  # the profile's defaults are not the run's settings
         reward_sweep.main(["--run-dir", str(tmp_path), "--name", "try", "--set", "epochs=3", "--set", "k_samples=4"])
+
+
+def test_constraint_kinds_tallies_each_kind_of_single_constraint_rows():
+    from helpers.generation import Sample
+
+    kinds = _load_script("constraint_kinds")
+    row = {"id": "r", "topic_keywords": ["volcan", "lava"], "constraints": [{"kind": "start_with", "word": "Sure"}]}
+    title = {**row, "constraints": [{"kind": "title"}]}
+    samples = [Sample("Sure, volcanoes erupt lava from deep below.", 9, False),
+               Sample("Volcanoes erupt lava from deep below the", 8, True),  # cut off: gated, not started right
+               Sample("<<Lava>> Volcanoes erupt lava from deep below.", 11, False)]
+    rates = kinds.pass_rates([row, row, title], samples)
+    assert rates["start_with"] == {"met": 0.5, "gates": 0.5, "gold_1": 0.5, "finished": 0.5, "tokens": 8.5}
+    assert rates["title"] == {"met": 1.0, "gates": 1.0, "gold_1": 1.0, "finished": 1.0, "tokens": 11.0}

@@ -5,7 +5,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from helpers.config import EMBEDDED_MODEL, PROFILES, ConfigError, DataConfig, ModelConfig
+from helpers.config import CPU_CONSTRAINT_KINDS, EMBEDDED_MODEL, PROFILES, ConfigError, DataConfig, ModelConfig, PPOStageConfig
 
 # ---------------------------------------------------------------------------
 # Profiles
@@ -26,8 +26,8 @@ def test_data_tiny_profile_values():
 def test_data_cpu_profile_is_the_dataclass_defaults():
     cfg = DataConfig.from_profile("cpu")
     assert cfg == DataConfig()
-    assert cfg.split_sizes == {"sft": 128, "rm": 96, "ppo": 256, "eval": 96}
-    assert (cfg.n_candidates, cfg.demo_threshold, cfg.max_new_tokens, cfg.batch_size) == (8, 0.3, 96, 64)
+    assert cfg.split_sizes == {"sft": 128, "rm": 128, "ppo": 256, "eval": 96}
+    assert (cfg.n_candidates, cfg.demo_threshold, cfg.max_new_tokens, cfg.batch_size) == (8, 0.3, 64, 64)
 
 
 def test_data_gpu_profile_values():
@@ -43,7 +43,9 @@ def test_model_small_profiles_use_the_embedded_model(profile):
     cfg = ModelConfig.from_profile(profile)
     assert cfg.profile == profile
     assert cfg.base_model == EMBEDDED_MODEL == "embedded:SmolLM2-135M-Instruct"
-    assert (cfg.device, cfg.load_in_4bit, cfg.compute_dtype, cfg.trust_remote_code) == ("auto", True, "auto", False)
+    # tiny always loads NF4 (the tests exercise the 4-bit path); cpu chooses per machine (helpers.models)
+    load_in_4bit = {"tiny": True, "cpu": "auto"}[profile]
+    assert (cfg.device, cfg.load_in_4bit, cfg.compute_dtype, cfg.trust_remote_code) == ("auto", load_in_4bit, "auto", False)
 
 
 def test_model_gpu_profile():
@@ -110,7 +112,7 @@ def test_unknown_field_names_it_and_lists_the_fields():
         (DataConfig, "source", "web", "'generated', 'hh-rlhf', 'instructions'"),
         (ModelConfig, "device", "tpu", "'auto', 'cpu', 'cuda'"),
         (ModelConfig, "compute_dtype", "int8", "'auto', 'float32', 'bfloat16', 'float16'"),
-        (ModelConfig, "load_in_4bit", "yes", "True, False"),
+        (ModelConfig, "load_in_4bit", "yes", "True, False, 'auto'"),
     ],
 )
 def test_bad_choice_names_field_and_allowed_values(cls, field, value, allowed):
@@ -141,6 +143,31 @@ def test_bad_range_names_field_and_expectation(overrides, field, expected):
         DataConfig.from_profile("tiny", **overrides)
     value = overrides[field]
     assert str(info.value) == f"DataConfig.{field}: {value!r} is invalid; expected {expected}"
+
+
+def test_constraint_kinds_are_checked_and_kept_as_a_tuple():
+    with pytest.raises(ConfigError, match=r"DataConfig\.constraint_kinds: \('title', 'haiku'\) is invalid; expected "
+                                          r"distinct kinds from: word_count_max"):
+        DataConfig.from_profile("tiny", constraint_kinds=("title", "haiku"))
+    with pytest.raises(ConfigError, match="constraint_kinds"):
+        DataConfig.from_profile("tiny", constraint_kinds=("title", "title"))
+    cfg = DataConfig.from_profile("tiny", constraint_kinds=["title", "start_with"])  # a list, as JSON gives it back
+    assert cfg.constraint_kinds == ("title", "start_with")
+    assert DataConfig(**cfg.to_dict()) == cfg
+
+
+def test_the_cpu_curriculum_fits_its_budget_and_the_gpu_keeps_the_full_task():
+    cpu, gpu, tiny = (DataConfig.from_profile(p) for p in ("cpu", "gpu", "tiny"))
+    assert cpu.constraint_kinds == CPU_CONSTRAINT_KINDS and cpu.max_constraints == 1
+    assert len(CPU_CONSTRAINT_KINDS) >= 6
+    families = {"length": {"word_count_max", "word_count_min", "sentence_count_max", "paragraph_count"},
+                "wording": {"include_keyword", "exclude_keyword", "keyword_frequency", "start_with", "end_with",
+                            "no_commas", "lowercase", "uppercase"},
+                "layout": {"title", "postscript", "bullet_count", "json_keys", "quotation"}}
+    assert all(set(CPU_CONSTRAINT_KINDS) & kinds for kinds in families.values())  # three families at least
+    assert (gpu.constraint_kinds, gpu.max_constraints) == ((), 3) and tiny.constraint_kinds == ()
+    # PPO on cpu rolls out under the evaluation's token limit, so it trains on the length it is judged on
+    assert PPOStageConfig.from_profile("cpu").max_new_tokens == cpu.max_new_tokens
 
 
 def test_range_edges_are_accepted():

@@ -220,6 +220,65 @@ def test_report_gives_the_paired_intervals_when_the_run_has_them(tmp_path):
             "95 % CI 40% to 85%; KL to SFT 2.50 nats") in summary
 
 
+def test_report_gives_the_machine_and_the_precision_beside_the_times(tmp_path):
+    from helpers.files import read_json
+    from helpers.report import write_report
+
+    _fake_run(tmp_path)
+    record = read_json(tmp_path / "run.json")
+    record["machine"] = {"cpu_cores": 2, "torch_threads": 2, "fast_bfloat16": False,
+                         "matmul_gflops": {"float32": 110.4, "bfloat16": 3.2}, "cuda": None}
+    write_json(tmp_path / "run.json", record)
+    data = read_json(tmp_path / "data" / "meta.json")
+    data["precision"] = "computing in float32 with NF4 4-bit weights on cpu: this CPU has no fast bfloat16"
+    write_json(tmp_path / "data" / "meta.json", data)
+    write_report(tmp_path, static_images=False)
+    summary = (tmp_path / "report.md").read_text()
+    assert ("- machine: 2 cores (2 torch threads), native bfloat16: no, matmul 110 GFLOP/s float32 and 3 bfloat16\n"
+            in summary)
+    assert "- precision: computing in float32 with NF4 4-bit weights on cpu: this CPU has no fast bfloat16" in summary
+
+
+def test_report_leads_with_the_recipe_and_gives_the_oracle_ceiling(tmp_path):
+    from helpers.files import read_json
+    from helpers.report import oracle_tries, write_report
+
+    _fake_run(tmp_path)
+    meta = read_json(tmp_path / "eval" / "meta.json")
+    meta["headline"]["base"] = {"prompts": 4, "gold": 0.125, "ci95_low": 0.0, "ci95_high": 0.25, "kl": 9.0}
+    write_json(tmp_path / "eval" / "meta.json", meta)
+    oracle = {"name": "oracle", "reward": "gold", "gold": 0.5, "sft_gold": 0.25, "gain_vs_SFT": 0.25,
+              "gain_ci95": [0.1, 0.4], "final_kl": 7.25, "episodes": 1024}
+    write_json(tmp_path / "ppo-sweep" / "oracle" / "result.json", oracle)
+    write_json(tmp_path / "ppo-sweep" / "seed1" / "result.json", {**oracle, "name": "seed1", "reward": None})
+    assert [t["name"] for t in oracle_tries(tmp_path)] == ["oracle"]  # reward-model tries are not the ceiling
+    write_report(tmp_path, static_images=False)
+    summary = (tmp_path / "report.md").read_text()
+    assert ("- the recipe, step by step (gold, 95 % CI): base 0.125 (0.000-0.250) → SFT 0.250 (0.100-0.400) → "
+            "PPO (final) 0.375 (0.200-0.500)") in summary
+    assert ("- ceiling: PPO against the gold labeler itself (`ppo_sweep.py --reward gold`, try `oracle`, 1024 "
+            "episodes, one answer per prompt): gold 0.500 vs SFT 0.250, gain +0.250 (95 % CI +0.100 to +0.400), "
+            "KL 7.2") in summary
+
+
+def test_learning_curve_smooths_and_finds_where_gold_peaks():
+    from helpers.plots import learning_curve, learning_curve_figure, rolling
+
+    assert rolling([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    # reward keeps rising; gold rises until iteration 4, then falls: its rolling mean peaks at 5, where they part
+    metrics = [{"iteration": i, "rm_score": 0.5 * i, "gold": g}
+               for i, g in zip(range(1, 9), [0.1, 0.2, 0.3, 0.6, 0.4, 0.3, 0.2, 0.1])]
+    curve = learning_curve(metrics, window=2)
+    assert curve["iteration"] == list(range(1, 9))
+    assert curve["gold"][:5] == pytest.approx([0.1, 0.15, 0.25, 0.45, 0.5])
+    assert curve["gold_peak"] == 5 and curve["gold_gain"] == pytest.approx(0.15 - 0.1)
+    assert curve["reward"][-1] == pytest.approx(3.75)
+    figure = learning_curve_figure(metrics, window=2)
+    assert [trace.name for trace in figure.data] == ["reward model (normalised)", "gold (labeler)"]
+    with pytest.raises(ValueError, match="'gold'"):
+        learning_curve([{"iteration": 1, "rm_score": 0.0, "gold": None}])
+
+
 def test_report_names_a_folder_that_is_not_a_run(tmp_path):
     from helpers.report import main
 

@@ -221,6 +221,23 @@ def test_unsupported_local_file_type(tmp_path):
         build_external_rows("instructions", str(path), DOLLY_SIZES, seed=0)
 
 
+def test_a_malformed_json_line_names_the_file_and_the_line(tmp_path):
+    good = json.dumps({"chosen": CHOSEN, "rejected": REJECTED})
+    path = tmp_path / "hh.jsonl"
+    path.write_text(f"{good}\n\n{good}\n{good[:-9]}\n{good}\n", encoding="utf-8")  # line 4 is cut short
+    with pytest.raises(DataError, match=r"hh\.jsonl, line 4: not valid JSON \(.*\); expected one JSON object per line"):
+        build_external_rows("hh-rlhf", str(path), {"sft": 1, "rm": 0, "ppo": 0, "eval": 0}, seed=0)
+    packed = tmp_path / "hh.jsonl.gz"
+    with gzip.open(packed, "wt", encoding="utf-8") as out:
+        out.write(f"{good}\n[1, 2]\n")
+    with pytest.raises(DataError, match=r"hh\.jsonl\.gz, line 2: expected a JSON object, got list"):
+        build_external_rows("hh-rlhf", str(packed), {"sft": 1, "rm": 0, "ppo": 0, "eval": 0}, seed=0)
+    instructions = tmp_path / "dolly.jsonl"
+    instructions.write_text('{"instruction": "Say hi", "response": "Hi"}\n{"instruction": "oops"\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"dolly\.jsonl, line 2: not valid JSON"):
+        build_external_rows("instructions", str(instructions), {"sft": 1, "rm": 0, "ppo": 0, "eval": 0}, seed=0)
+
+
 # ---------------------------------------------------------------------------
 # The real HH-RLHF sample (harmless-base, test split)
 # ---------------------------------------------------------------------------

@@ -169,6 +169,24 @@ def test_every_cycle_of_rows_leads_with_every_kind(rows):
         assert {spec["kind"] for row in first_cycle for spec in row["constraints"]} == set(CONSTRAINT_KINDS)
 
 
+def test_a_curriculum_draws_only_its_kinds_and_balances_them():
+    kinds = ["word_count_max", "start_with", "title"]
+    generated = build_instruction_rows({"sft": 60, "eval": 30}, seed=2, max_constraints=2, kinds=kinds)
+    drawn = Counter(spec["kind"] for row in generated for spec in row["constraints"])
+    assert set(drawn) == set(kinds)
+    for split in ("sft", "eval"):  # every cycle of three rows leads once with each kind
+        leads = [row["constraints"] for row in generated if row["split"] == split]
+        assert {spec["kind"] for specs in leads[:3] for spec in specs} >= set(kinds)
+    one = build_instruction_rows({"sft": 12}, seed=2, max_constraints=1, kinds=kinds)
+    assert Counter(row["constraints"][0]["kind"] for row in one) == {kind: 4 for kind in kinds}
+    # no curriculum (None or empty) is every kind, and the rows are exactly those drawn without the argument
+    assert build_instruction_rows({"sft": 20}, seed=2, kinds=()) == build_instruction_rows({"sft": 20}, seed=2)
+    with pytest.raises(ValueError, match="distinct constraint kinds"):
+        build_instruction_rows({"sft": 2}, seed=2, kinds=["title", "nonsense"])
+    with pytest.raises(ValueError, match="distinct constraint kinds"):
+        build_instruction_rows({"sft": 2}, seed=2, kinds=["title", "title"])
+
+
 def test_the_labeler_can_judge_every_generated_row(rows):
     for row in rows:
         assert judge(row, "").score <= 0.05

@@ -58,9 +58,27 @@ def test_gpu_profile_without_cuda_says_what_to_do():
         models.resolve_device(ModelConfig.from_profile("gpu").device)
 
 
-def test_compute_dtype_choice():
-    assert models.resolve_compute_dtype("auto", "cpu") is torch.float32
-    assert models.resolve_compute_dtype("bfloat16", "cpu") is torch.bfloat16
+@pytest.mark.parametrize("fast", [True, False])
+def test_precision_choice_on_cpu(monkeypatch, fast):
+    monkeypatch.setattr(models, "fast_bfloat16_cpu", lambda: fast)
+    auto = models.resolve_precision(ModelConfig.from_profile("cpu", device="cpu"))
+    # native bfloat16: plain bf16 weights (measured faster there); without it NF4 with float32 compute
+    assert (auto.load_in_4bit, auto.compute_dtype) == ((False, torch.bfloat16) if fast else (True, torch.float32))
+    assert ("has native bfloat16" if fast else "has no fast bfloat16") in auto.describe()
+    assert auto.describe().startswith("Computing in bfloat16 with plain bfloat16" if fast else
+                                      "Computing in float32 with NF4 4-bit weights")
+    tiny = models.resolve_precision(ModelConfig.from_profile("tiny", device="cpu"))
+    assert (tiny.load_in_4bit, tiny.compute_dtype) == (True, torch.float32)  # tiny keeps NF4 on every CPU
+    asked = models.resolve_precision(ModelConfig.from_profile("cpu", device="cpu", load_in_4bit=True,
+                                                              compute_dtype="bfloat16"))
+    assert (asked.load_in_4bit, asked.compute_dtype) == (True, torch.bfloat16)
+    assert "compute_dtype=bfloat16 was asked for" in asked.reason
+    assert models.resolve_compute_dtype(ModelConfig.from_profile("tiny", device="cpu")) is torch.float32
+
+
+def test_matmul_rates_are_positive():
+    rates = models.matmul_rates(size=64, repeats=2)
+    assert set(rates) == {"float32", "bfloat16"} and all(rate > 0 for rate in rates.values())
 
 
 def test_tokenizer_pads_left_with_a_token_other_than_eos(tokenizer):

@@ -64,7 +64,7 @@ def test_notebook_01_builds_the_dataset(tiny_run):
     data = tiny_run / "data"
     meta = read_json(data / "meta.json")
     assert meta["counts"] == cfg.split_sizes
-    assert meta["config"]["data"] == cfg.to_dict()
+    assert meta["config"]["data"] == json.loads(json.dumps(cfg.to_dict()))  # as stored: tuples become lists
     assert meta["versions"]["transformers"] and meta["base_model"] == "embedded:SmolLM2-135M-Instruct"
     rows = {split: load_split(data, split) for split in SPLITS}
     eval_topics = {r["topic"] for r in rows["eval"]}

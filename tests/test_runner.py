@@ -42,6 +42,9 @@ def test_runner_stops_at_the_first_failure_and_names_it(tmp_path):
     assert "02_fail.ipynb" in message and "code cell 3 (\"raise ValueError" in message and "ValueError: bad row 7" in message
     record = read_json(run_dir / "run.json")
     assert record["status"] == "failed"
+    machine = record["machine"]  # what the run's times depend on
+    assert machine["cpu_cores"] >= 1 and isinstance(machine["fast_bfloat16"], bool)
+    assert set(machine["matmul_gflops"]) == {"float32", "bfloat16"}
     assert record["notebooks"]["01_ok.ipynb"]["status"] == "finished"
     assert "03_never.ipynb" not in record["notebooks"]
     executed = nbformat.read(run_dir / "notebooks" / "01_ok.ipynb", as_version=4)

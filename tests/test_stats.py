@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from helpers.stats import (grouped_comparison, paired_comparison, spearman, win_rate, within_prompt_agreement,
-                           within_prompt_spearman)
+from helpers.stats import (gain_interval_by_answers, grouped_comparison, paired_comparison, spearman, win_rate,
+                           within_prompt_agreement, within_prompt_spearman)
 
 
 def test_within_prompt_spearman_ignores_each_prompts_offset():
@@ -106,6 +106,28 @@ def test_grouped_comparison_narrows_with_more_answers_per_prompt():
     assert width(eight, "gain") < 0.5 * width(one, "gain")  # about 1/sqrt(8) of it
     assert width(eight, "win") < 0.6 * width(one, "win")
     assert eight["gain_ci95_low"] < 0.05 < eight["gain_ci95_high"]
+
+
+def test_gain_interval_by_answers_predicts_what_more_answers_measure():
+    """From 2 answers per prompt, predict the interval with 8; then draw 8 and measure it."""
+    rng = np.random.default_rng(1)
+    difficulty = rng.uniform(0.0, 1.0, 200)  # (prompts,)
+
+    def answers(k):
+        return [list(d + rng.normal(0.0, 0.4, k)) for d in difficulty]
+
+    predicted = gain_interval_by_answers(answers(2), answers(2), answers=(1, 2, 8))
+    assert predicted[1] > predicted[2] > predicted[8]
+    assert predicted[1] / predicted[8] == pytest.approx(math.sqrt(8), rel=0.01)  # noise only: 1/sqrt(k)
+    measured = grouped_comparison(answers(8), answers(8))
+    half_width = (measured["gain_ci95_high"] - measured["gain_ci95_low"]) / 2
+    assert half_width == pytest.approx(predicted[8], rel=0.2)
+    # with a spread of true gains across prompts, more answers stop helping beyond it
+    spread = [[g + e for e in rng.normal(0.0, 0.1, 2)] for g in rng.normal(0.0, 0.5, 200)]
+    floor = gain_interval_by_answers(spread, [[0.0, 0.0]] * 200, answers=(4, 64))
+    assert floor[64] > 0.8 * floor[4]
+    with pytest.raises(ValueError, match="at least two answers per prompt"):
+        gain_interval_by_answers([[1.0], [2.0]], [[1.0, 2.0], [2.0, 1.0]])
 
 
 def test_grouped_comparison_needs_matching_prompts_with_answers():
