@@ -29,16 +29,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.ppo_sweep import (as_setting, finish_try, finished_stages, parse_overrides, start_try,  # noqa: E402
-                                  sweep_arguments)
-from helpers.config import DataConfig, ModelConfig, RewardStageConfig  # noqa: E402
-from helpers.files import read_json, read_jsonl  # noqa: E402
-from helpers.runs import with_added_fields  # noqa: E402
+from helpers.config import DataConfig, ModelConfig, RewardStageConfig
+from helpers.files import read_json, read_jsonl
+from helpers.runs import with_added_fields
+from helpers.sweeps import as_setting, finish_try, finished_stages, parse_overrides, start_try, sweep_arguments
 
 
 def main(argv: list[str] | None = None) -> dict:

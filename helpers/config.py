@@ -345,14 +345,15 @@ class PPOStageConfig(StageConfig):
 
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     seed: int = _field(0, "seed for prompt order, sampling and minibatch order (reset every iteration)")
-    iterations: int = _field(32, "PPO iterations: each samples batch_size episodes, then updates on them")
+    iterations: int = _field(20, "PPO iterations: each samples batch_size episodes, then updates on them")
     batch_size: int = _field(32, "episodes (prompt + sampled response) per iteration")
     minibatch_size: int = _field(16, "episodes per gradient step; batch_size / minibatch_size steps per epoch")
     ppo_epochs: int = _field(2, "passes over each iteration's episodes")
     max_new_tokens: int = _field(64, "response token limit during PPO rollouts (cpu: the same as the evaluation's, "
                                      "DataConfig.max_new_tokens, so PPO trains on the length it is judged on)")
     temperature: float = _field(1.0, "sampling temperature T; log-probabilities use logits / T, as sampled")
-    learning_rate: float = _field(3e-4, "AdamW learning rate of the policy and value adapters and the value head")
+    learning_rate: float = _field(1e-3, "AdamW learning rate of the policy and value adapters and the value head "
+                                        "(cpu: large steps, approx KL ~0.01 an update, so 640 episodes move the policy)")
     warmup_iterations: int = _field(0, "the learning rate rises linearly to learning_rate over this many iterations "
                                     "(0: none); Adam's first steps move every weight by about lr")
     kl_coef: float = _field(0.05, "beta: per-token penalty -beta * (log pi - log pi_ref) (initial value if adaptive)")
@@ -373,11 +374,11 @@ class PPOStageConfig(StageConfig):
     max_bad_minibatches: int = _field(3, "stop with an error after this many minibatches with a non-finite loss")
     save_every: int = _field(1, "save a resumable checkpoint every this many iterations")
     keep_checkpoints: int = _field(2, "how many of the newest checkpoints to keep")
-    snapshot_every: int = _field(8, "keep the policy adapter every this many iterations (for notebook 06's curve)")
+    snapshot_every: int = _field(5, "keep the policy adapter every this many iterations (for notebook 06's curve)")
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"iterations": 2, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 16, "snapshot_every": 1,
-                 "trainable_layers": 4},
+                 "trainable_layers": 4, "learning_rate": 3e-4},
         "gpu": {"iterations": 100, "trainable_layers": 0, "learning_rate": 1e-4, "batch_size": 64,
                 "minibatch_size": 16, "ppo_epochs": 4, "max_new_tokens": 128, "save_every": 5, "snapshot_every": 10},
     }

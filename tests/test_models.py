@@ -127,3 +127,21 @@ def test_4bit_layers_give_one_answer_with_and_without_gradients(model, tokenizer
     embeds = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
     with_gradients = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits.detach()
     torch.testing.assert_close(without, with_gradients, atol=1e-4, rtol=1e-4)
+
+
+def test_lm_head_gets_a_contiguous_input(model):
+    """A slice of the hidden states reaches the LM head contiguous (bfloat16 CPUs would copy the head per row)."""
+    head = model.get_output_embeddings()
+    seen = []
+    probe = head.register_forward_hook(lambda module, args, output: seen.append(args[0].is_contiguous()))
+    try:
+        hidden = torch.randn(3, 7, head.in_features)
+        sliced = hidden[:, 2:-1]  # (3, 4, hidden): what PPO and prefill hand the head
+        assert not sliced.is_contiguous()
+        with torch.no_grad():
+            logits = head(sliced)
+            expected = torch.nn.functional.linear(sliced.contiguous(), head.weight, head.bias)
+    finally:
+        probe.remove()
+    assert seen == [True]
+    torch.testing.assert_close(logits, expected)
