@@ -350,14 +350,26 @@ def child_trl(args, stdout) -> None:
 # Parent
 # --------------------------------------------------------------------------------------------
 
-def ensure_trl() -> None:
-    """pip install --no-deps --target .cache/trl-0.29.1 trl==0.29.1, once (never into the venv)."""
-    if (TRL_DIR / "trl" / "experimental" / "ppo" / "ppo_trainer.py").exists():
+def trl_installed() -> bool:
+    return (TRL_DIR / "trl" / "experimental" / "ppo" / "ppo_trainer.py").exists()
+
+
+def ensure_trl(timeout: float = 300.0) -> None:
+    """pip install --no-deps --target .cache/trl-0.29.1 trl==0.29.1, once (never into the venv).
+
+    Without a reachable package index (a machine with no internet) pip would retry for minutes:
+    one retry of 15 s per request, and SystemExit after ``timeout`` seconds in all.
+    """
+    if trl_installed():
         return
     print(f"Installing trl=={TRL_VERSION} into {TRL_DIR} (no dependencies, once) ...", flush=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(TRL_DIR),
-           f"trl=={TRL_VERSION}"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--timeout", "15", "--retries", "1",
+           "--target", str(TRL_DIR), f"trl=={TRL_VERSION}"]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"pip could not install trl=={TRL_VERSION} within {timeout:.0f} s (is a package index "
+                         f"reachable?); copy {TRL_DIR} from a machine where it is installed")
     if result.returncode != 0:
         raise SystemExit(f"pip could not install trl=={TRL_VERSION}:\n{result.stderr.strip()[-1500:]}")
 

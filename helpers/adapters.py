@@ -11,13 +11,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
 from .config import ModelConfig
-from .models import load_model
+from .files import read_json
+from .models import load_model, resolve_compute_dtype
+
+# A saved reward model's files beside its adapter (``helpers.reward.save_reward_model`` writes them):
+SCORE_HEAD_FILE = "score_head.safetensors"  # the scalar head, (1, hidden)
+NORMALISATION_FILE = "normalisation.json"  # the reward's offset and scale
 
 
 def load_policy(model_cfg: ModelConfig, adapter_dir: str | Path, adapter_name: str = "sft", trainable: bool = False):
     """The 4-bit base model with one saved LoRA adapter on top (frozen unless ``trainable``)."""
-    from peft import PeftModel
+    from peft import PeftModel  # lazy: peft takes seconds to import (it loads transformers); only loading needs it
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
@@ -78,8 +86,6 @@ def train_top_layers(model, adapters: tuple[str, ...], trainable_layers: int = 0
 
 def last_token_index(input_ids, pad_token_id: int):
     """Index of the last non-pad token of each row (left or right padding), as transformers' classifiers pool."""
-    import torch
-
     non_pad = (input_ids != pad_token_id).int()  # (batch, seq)
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (seq,)
     return (positions * non_pad).argmax(-1)  # (batch,)
@@ -87,11 +93,6 @@ def last_token_index(input_ids, pad_token_id: int):
 
 def load_score_head(reward_dir: str | Path, dtype=None, device=None):
     """The reward model's scalar head, ``Linear(hidden, 1, bias=False)``, frozen."""
-    import torch
-    from safetensors.torch import load_file
-
-    from .reward import SCORE_HEAD_FILE
-
     weight = load_file(str(Path(reward_dir) / SCORE_HEAD_FILE))["weight"]  # (1, hidden)
     head = torch.nn.Linear(weight.shape[1], 1, bias=False)
     with torch.no_grad():
@@ -106,14 +107,9 @@ def load_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str | Pa
     Returns ``(model, reward_head, normalisation)``. Use ``model.set_adapter("sft")`` to run
     the SFT policy, ``reward_scores(model, reward_head, ...)`` for rewards.
     """
-    from .files import read_json
-    from .reward import NORMALISATION_FILE
-
     reward_dir = Path(reward_dir)
     if not (reward_dir / "adapter" / "adapter_config.json").exists():
         raise FileNotFoundError(f"{reward_dir} holds no reward model: run notebook 03 first.")
-    from .models import resolve_compute_dtype
-
     model = load_policy(model_cfg, sft_dir, adapter_name="sft")
     add_adapter(model, reward_dir / "adapter", "reward")
     switch_adapter(model, "sft")
@@ -131,8 +127,6 @@ def reward_scores(model, reward_head, input_ids, attention_mask, pad_token_id: i
     Score sequences rendered the way the reward model was trained: the whole conversation
     through the chat template, i.e. ending with the template's end-of-turn suffix.
     """
-    import torch
-
     previous, was_training = model.active_adapter, model.training
     switch_adapter(model, "reward")
     model.eval()  # no LoRA dropout in a reward

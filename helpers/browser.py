@@ -74,7 +74,7 @@ _NOTEBOOK_HEIGHT = """() => {
 
 def find_chromium() -> str | None:
     """The Chromium kaleido would use (``BROWSER_PATH``, then ``chromium``, Chrome, ... on the PATH), or None."""
-    from choreographer.browsers.chromium import Chromium
+    from choreographer.browsers.chromium import Chromium  # lazy: comes with kaleido, which is optional here
 
     path = Chromium.find_browser(skip_local=False)
     return path if path and os.access(path, os.X_OK) else None
@@ -83,7 +83,7 @@ def find_chromium() -> str | None:
 def static_export_available() -> tuple[bool, str]:
     """Whether plotly can export PNGs here (kaleido installed and a Chromium found), and why not."""
     try:
-        import kaleido  # noqa: F401
+        import kaleido  # noqa: F401  # lazy: optional; this checks whether it is installed
     except ImportError:
         return False, "kaleido is not installed (pip install kaleido)"
     if find_chromium() is None:
@@ -177,7 +177,7 @@ def check_notebooks(run_dir: Path, names: list[str] | None = None, timeout_s: fl
     if chromium is None:
         raise RuntimeError("no Chromium found: apt-get install chromium (make setup does), or set BROWSER_PATH")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import sync_playwright  # lazy: optional (the test extra); checked here
     except ImportError:
         raise RuntimeError("Playwright is not installed: pip install -e '.[test]'") from None
     notebooks = [run_dir / "notebooks" / name for name in names] if names else sorted(
@@ -200,7 +200,7 @@ def check_notebooks(run_dir: Path, names: list[str] | None = None, timeout_s: fl
 
 def _open_notebook(browser, url: str, notebook: Path, timeout_s: float) -> Rendered:
     """Open one notebook's page, wait for its figures, screenshot the whole notebook."""
-    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import Error as PlaywrightError  # lazy: optional (the test extra)
 
     start = time.monotonic()
     page = browser.new_page(viewport={"width": 1280, "height": 900})

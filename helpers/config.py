@@ -95,7 +95,7 @@ class StageConfig:
 
     def table(self):
         """The config as a pandas table: field, value, help."""
-        import pandas as pd
+        import pandas as pd  # lazy: pandas takes a while to import; config must stay light
 
         rows = [
             {"field": f.name, "value": repr(getattr(self, f.name)), "help": f.metadata.get("help", "")}
@@ -345,7 +345,7 @@ class PPOStageConfig(StageConfig):
 
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     seed: int = _field(0, "seed for prompt order, sampling and minibatch order (reset every iteration)")
-    iterations: int = _field(20, "PPO iterations: each samples batch_size episodes, then updates on them")
+    iterations: int = _field(24, "PPO iterations: each samples batch_size episodes, then updates on them")
     batch_size: int = _field(32, "episodes (prompt + sampled response) per iteration")
     minibatch_size: int = _field(16, "episodes per gradient step; batch_size / minibatch_size steps per epoch")
     ppo_epochs: int = _field(2, "passes over each iteration's episodes")
@@ -353,7 +353,7 @@ class PPOStageConfig(StageConfig):
                                      "DataConfig.max_new_tokens, so PPO trains on the length it is judged on)")
     temperature: float = _field(1.0, "sampling temperature T; log-probabilities use logits / T, as sampled")
     learning_rate: float = _field(1e-3, "AdamW learning rate of the policy and value adapters and the value head "
-                                        "(cpu: large steps, approx KL ~0.01 an update, so 640 episodes move the policy)")
+                                        "(cpu: large steps, approx KL ~0.01 an update, so 768 episodes move the policy)")
     warmup_iterations: int = _field(0, "the learning rate rises linearly to learning_rate over this many iterations "
                                     "(0: none); Adam's first steps move every weight by about lr")
     kl_coef: float = _field(0.05, "beta: per-token penalty -beta * (log pi - log pi_ref) (initial value if adaptive)")
@@ -374,7 +374,7 @@ class PPOStageConfig(StageConfig):
     max_bad_minibatches: int = _field(3, "stop with an error after this many minibatches with a non-finite loss")
     save_every: int = _field(1, "save a resumable checkpoint every this many iterations")
     keep_checkpoints: int = _field(2, "how many of the newest checkpoints to keep")
-    snapshot_every: int = _field(5, "keep the policy adapter every this many iterations (for notebook 06's curve)")
+    snapshot_every: int = _field(6, "keep the policy adapter every this many iterations (for notebook 06's curve)")
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"iterations": 2, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 16, "snapshot_every": 1,

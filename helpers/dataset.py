@@ -17,73 +17,21 @@ Splits follow InstructGPT's three datasets plus a held-out evaluation set:
 ``sft`` (demonstrations), ``rm`` (comparisons), ``ppo`` (RL prompts) and
 ``eval``. They are disjoint by prompt; for generated data the evaluation topics
 are held out entirely.
+
+The split names and the row checks live in ``helpers.schema``, which the row builders
+(``helpers.instructions``, ``helpers.external``) import; they are importable from here too.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from .external import build_external_rows
 from .files import DataError, read_jsonl, sha256, write_jsonl
-
-SPLITS = ("sft", "rm", "ppo", "eval")
-SOURCES = ("generated", "hh-rlhf", "instructions")
-ROLES = ("system", "user", "assistant")
-
-
-def _expect(condition: bool, where: str, field: str, expected: str, value: Any = None) -> None:
-    if not condition:
-        got = "" if value is None else f", got {value!r}"[:120]
-        raise DataError(f"{where}: field '{field}': expected {expected}{got}")
-
-
-def _nonempty_str(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def validate_row(row: dict, where: str) -> None:
-    """Raise DataError naming ``where`` (file and line) and the field if ``row`` breaks the schema."""
-    for name in ("id", "split", "source"):
-        _expect(name in row, where, name, "a value (field missing)")
-        _expect(_nonempty_str(row[name]), where, name, "a non-empty string", row[name])
-    _expect(row["split"] in SPLITS, where, "split", f"one of {', '.join(SPLITS)}", row["split"])
-    _expect(row["source"] in SOURCES, where, "source", f"one of {', '.join(SOURCES)}", row["source"])
-    messages = row.get("messages")
-    _expect(isinstance(messages, list) and len(messages) > 0, where, "messages", "a non-empty list of turns")
-    for i, turn in enumerate(messages):
-        field = f"messages[{i}]"
-        _expect(isinstance(turn, dict), where, field, "an object with role and content")
-        _expect(turn.get("role") in ROLES, where, f"{field}.role", f"one of {', '.join(ROLES)}", turn.get("role"))
-        _expect(_nonempty_str(turn.get("content")), where, f"{field}.content", "a non-empty string")
-    _expect(messages[-1]["role"] == "user", where, "messages", "a conversation ending with a user turn")
-    if row["source"] == "generated":
-        from .constraints import validate as validate_constraint
-
-        for name in ("task", "topic"):
-            _expect(_nonempty_str(row.get(name)), where, name, "a non-empty string", row.get(name))
-        keywords = row.get("topic_keywords")
-        _expect(isinstance(keywords, list) and keywords and all(_nonempty_str(k) for k in keywords),
-                where, "topic_keywords", "a non-empty list of strings")
-        constraints = row.get("constraints")
-        _expect(isinstance(constraints, list) and constraints, where, "constraints", "a non-empty list")
-        for i, spec in enumerate(constraints):
-            _expect(isinstance(spec, dict), where, f"constraints[{i}]", "an object with a kind", spec)
-            try:
-                validate_constraint(spec)
-            except ValueError as err:
-                raise DataError(f"{where}: field 'constraints[{i}]': {err}") from None
-    for name in ("chosen", "rejected", "response"):
-        if name in row:
-            _expect(_nonempty_str(row[name]), where, name, "a non-empty string", row[name])
-
-
-def validate_rows(rows: list[dict], where: str) -> None:
-    seen: set[str] = set()
-    for i, row in enumerate(rows):
-        validate_row(row, f"{where}, row {i}")
-        _expect(row["id"] not in seen, f"{where}, row {i}", "id", "a unique id", row["id"])
-        seen.add(row["id"])
+from .instructions import build_instruction_rows
+from .schema import SPLITS, _expect, validate_row, validate_rows
+from .schema import ROLES, SOURCES  # noqa: F401 (re-exported: they were defined here)
 
 
 def split_file(data_dir: str | Path, split: str) -> Path:
@@ -138,15 +86,11 @@ def prompt_text(row: dict) -> str:
 def build_rows(config) -> tuple[list[dict], dict[str, int]]:
     """The dataset's rows for a ``DataConfig``, and (for real data) a tally of records skipped and why."""
     if config.source == "generated":
-        from .instructions import build_instruction_rows
-
         rows = build_instruction_rows(config.split_sizes, seed=config.seed, min_constraints=config.min_constraints,
                                       max_constraints=config.max_constraints,
                                       eval_topic_fraction=config.eval_topic_fraction,
                                       kinds=config.constraint_kinds)
         return rows, {}
-    from .external import build_external_rows
-
     rows, skipped = build_external_rows(config.source, config.dataset, config.split_sizes, config.seed)
     return rows, dict(skipped)
 

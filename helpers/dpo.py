@@ -29,12 +29,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from .adapters import train_top_layers
+from .adapters import load_policy, train_top_layers
 from .config import DPOStageConfig, ModelConfig
 from .progress import quiet_library_bars
-from .sft import match_trainable_dtype
+from .sft import match_trainable_dtype, save_adapter_atomically
 
 POLICY_ADAPTER = "default"  # TRL's name for the trained adapter; its frozen copy is "ref"
 
@@ -55,17 +56,15 @@ def select_pairs(pairs: list[dict], max_pairs: int, seed: int) -> list[dict]:
 
 def load_dpo_policy(model_cfg: ModelConfig, sft_dir: str | Path):
     """The 4-bit base with the SFT adapter loaded trainable under TRL's adapter name."""
-    from .adapters import load_policy
-
     return load_policy(model_cfg, sft_dir, adapter_name=POLICY_ADAPTER, trainable=True)
 
 
 def build_dpo_trainer(model, tokenizer, train: list[dict], heldout: list[dict], cfg: DPOStageConfig,
                       output_dir: Path, compute_dtype: torch.dtype, callbacks=()):
     """TRL's DPOTrainer wired for QLoRA from the SFT adapter: reference = frozen SFT copy, top layers train."""
-    from datasets import Dataset
-    from transformers import PrinterCallback
-    from trl import DPOConfig, DPOTrainer
+    from datasets import Dataset  # lazy: datasets takes seconds to import; only training needs it
+    from transformers import PrinterCallback  # lazy: loads transformers' trainer (seconds); only training needs it
+    from trl import DPOConfig, DPOTrainer  # lazy: trl takes seconds to import; only training needs it
 
     quiet_library_bars()
     if not train:
@@ -106,15 +105,11 @@ def build_dpo_trainer(model, tokenizer, train: list[dict], heldout: list[dict], 
 
 def save_dpo_adapter(trainer, target: Path) -> None:
     """The trained policy adapter alone (peft format, safetensors), written atomically; loads with ``load_policy``."""
-    from .sft import save_adapter_atomically
-
     save_adapter_atomically(trainer.model, target, selected_adapters=[POLICY_ADAPTER])
 
 
 def dpo_history(trainer):
     """One line per logged step and split: loss, implicit-reward accuracy and margin (from the trainer's log)."""
-    import pandas as pd
-
     lines = []
     for entry in trainer.state.log_history:
         for split, prefix in (("train", ""), ("eval", "eval_")):

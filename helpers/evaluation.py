@@ -33,7 +33,9 @@ from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 from .adapters import reward_scores, switch_adapter
 from .demonstrations import sample_and_judge
@@ -395,9 +397,6 @@ def overoptimisation_figure(points: pd.DataFrame):
 
     ``points`` has columns family ('PPO checkpoints', 'best-of-n'), label, kl, gold, reward.
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     panels = [("gold", "gold score (simulated labeler)"), ("reward", "reward-model score (the proxy)")]
     panels = [p for p in panels if p[0] in points and points[p[0]].notna().any()]
     figure = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title in panels])

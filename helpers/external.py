@@ -25,8 +25,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from .dataset import SPLITS
 from .files import DataError
+from .schema import SPLITS
 
 _TURN = re.compile(r"\n\n(Human|Assistant): ")
 INSTRUCTION_COLUMNS = {
@@ -37,7 +37,7 @@ INSTRUCTION_COLUMNS = {
 
 def load_records(dataset: str, split: str = "train"):
     """A ``datasets.Dataset`` from a Hub id or a local file."""
-    from datasets import load_dataset
+    from datasets import load_dataset  # lazy: datasets takes seconds to import; only reading real data needs it
 
     path = Path(dataset).expanduser()
     if path.exists():

@@ -44,8 +44,9 @@ from typing import Sequence
 
 from helpers.constraints import CONSTRAINT_KINDS, describe, sample_constraints
 
+from .schema import SPLITS
+
 TOPICS_PATH = Path(__file__).resolve().parent.parent / "data" / "topics.json"
-from .dataset import SPLITS
 
 MAX_DRAWS_PER_ROW = 1000
 """Draws tried for one row before giving up on finding a prompt not yet used."""

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,8 @@ def provision_embedded_model(verbose: bool = True) -> Path:
     target = embedded_model_dir()
     if (target / "provenance.json").exists():
         return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # lazy: torch takes a second to import; models (and the runner) import without it
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: transformers takes seconds to import
 
     target.parent.mkdir(parents=True, exist_ok=True)
     downloads = cache_dir() / "downloads"
@@ -136,7 +137,7 @@ def resolve_model_path(base_model: str) -> str:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    import torch  # lazy: torch takes a second to import; models (and the runner) import without it
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -150,7 +151,7 @@ def resolve_device(device: str) -> str:
 
 def fast_bfloat16_cpu() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), as torch's own kernels detect it."""
-    import torch
+    import torch  # lazy: torch takes a second to import; models (and the runner) import without it
 
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
@@ -161,9 +162,7 @@ def matmul_rates(size: int = 1024, repeats: int = 5) -> dict[str, float]:
 
     Machines differ by several times here; the run report records these next to every time it gives.
     """
-    import time
-
-    import torch
+    import torch  # lazy: torch takes a second to import; models (and the runner) import without it
 
     rates = {}
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
@@ -200,7 +199,7 @@ class Precision:
 
 def resolve_precision(config: ModelConfig) -> Precision:
     """NF4 or plain weights, and the compute dtype, for ``config`` on this machine (module docstring)."""
-    import torch
+    import torch  # lazy: torch takes a second to import; models (and the runner) import without it
 
     device = resolve_device(config.device)
     explicit = None if config.compute_dtype == "auto" else getattr(torch, config.compute_dtype)
@@ -231,7 +230,7 @@ def resolve_compute_dtype(config: ModelConfig):
 
 def load_tokenizer(config: ModelConfig):
     """The tokenizer with left padding and a pad token distinct from EOS where the vocabulary has one."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # lazy: transformers takes seconds to import
 
     path = resolve_model_path(config.base_model)
     try:
@@ -260,7 +259,7 @@ def _load_error(base_model: str, err: Exception) -> ModelError:
 
 
 def quantization_config(precision: Precision):
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # lazy: transformers takes seconds to import
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
@@ -274,7 +273,7 @@ def device_map(device: str) -> dict:
     """``from_pretrained``'s placement: the whole model on ``device``; on CUDA under several processes
     (``accelerate launch``, DDP), on this process's own GPU, so that each process holds one full 4-bit copy."""
     if device == "cuda":
-        from accelerate import PartialState
+        from accelerate import PartialState  # lazy: accelerate imports torch; only CUDA placement needs it
 
         state = PartialState()
         if state.num_processes > 1:
@@ -321,7 +320,7 @@ def contiguous_lm_head(model) -> None:
 
 def load_model(config: ModelConfig):
     """The base causal LM, 4-bit NF4 or plain as :func:`resolve_precision` decides, on the configured device."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # lazy: transformers takes seconds to import
 
     precision = resolve_precision(config)
     path = resolve_model_path(config.base_model)
@@ -354,7 +353,7 @@ class ModelSummary:
 
 def summarize_model(model, name: str) -> ModelSummary:
     """Parameter count (4-bit tensors counted by their logical size), 4-bit layers, dtype, device."""
-    import bitsandbytes as bnb
+    import bitsandbytes as bnb  # lazy: bitsandbytes takes seconds to import; only the summary needs it
 
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     # Packed 4-bit storage holds two weights per stored byte.

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import time
 
+import IPython.display
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.subplots import make_subplots
 from transformers import TrainerCallback
 
 
@@ -26,12 +29,10 @@ class LiveFigure:
     """
 
     def __init__(self, figure: go.Figure, every_s: float = 5.0):
-        from IPython.display import display
-
         self.figure = figure
         self.every_s = every_s
         self._last = 0.0
-        self._handle = display(self._interactive(), raw=True, display_id=True)
+        self._handle = IPython.display.display(self._interactive(), raw=True, display_id=True)  # tests patch it
 
     def _interactive(self) -> dict:
         """The figure as plotly's own MIME type only (no static image to render)."""
@@ -97,8 +98,6 @@ PPO_PANELS = (
 
 def ppo_dashboard(title: str = "PPO (live)") -> go.Figure:
     """A 3 x 3 grid with one panel per group of PPO metrics; traces named after the log's keys."""
-    from plotly.subplots import make_subplots
-
     figure = make_subplots(rows=3, cols=3, subplot_titles=[panel for panel, _ in PPO_PANELS],
                            horizontal_spacing=0.07, vertical_spacing=0.12)
     for index, (_, keys) in enumerate(PPO_PANELS):
@@ -146,8 +145,6 @@ def learning_curve(metrics: list[dict], window: int = 4) -> dict:
 
 def learning_curve_figure(metrics: list[dict], window: int = 4) -> go.Figure:
     """Reward-model score (left axis) and gold (right axis), each a rolling mean, with gold's peak marked."""
-    from plotly.subplots import make_subplots
-
     curve = learning_curve(metrics, window)
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Scatter(x=curve["iteration"], y=curve["reward"], name="reward model (normalised)",
@@ -184,9 +181,6 @@ class PPOMonitor:
             self.show_answers(row["iteration"], batch)
 
     def show_answers(self, iteration: int, batch) -> None:
-        import pandas as pd
-        from IPython.display import display
-
         table = pd.DataFrame({
             "prompt": [r["messages"][-1]["content"] for r in batch.rows],
             "answer": batch.texts,
@@ -194,7 +188,7 @@ class PPOMonitor:
             **({"gold": batch.gold} if batch.gold else {}),
         }).head(self.n_answers)
         print(f"Iteration {iteration}: a few of this batch's answers")
-        display(table)
+        IPython.display.display(table)
 
     def close(self) -> None:
         self.live.refresh(force=True)

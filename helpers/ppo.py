@@ -40,6 +40,7 @@ advantages, dropout off.
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,9 @@ import torch
 from .adapters import switch_adapter
 from .config import PPOStageConfig
 from .generation import render_prompts
+from .ppo_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_snapshot, write_metrics
 from .ppo_roles import PPORoles, response_logits, response_values, token_logprobs, token_logprobs_and_entropy
+from .progress import progress_bar
 
 
 class PPODiverged(RuntimeError):
@@ -386,8 +389,6 @@ def update(roles: PPORoles, optimizer: torch.optim.Optimizer, batch: Batch, adva
 
 def prompts_for_iteration(rows: list[dict], iteration: int, batch_size: int, seed: int) -> list[dict]:
     """The iteration's prompts: passes over the prompts, each pass in a fresh seeded order."""
-    import random
-
     per_pass = max(1, len(rows) // batch_size)
     pass_index, position = divmod(iteration, per_pass)
     order = list(range(len(rows)))
@@ -444,9 +445,6 @@ def train_ppo(roles: PPORoles, tokenizer, prompts: list[dict], cfg: PPOStageConf
     simulate an interruption). Every iteration re-seeds sampling and minibatch order from
     (seed, iteration), so a resumed run draws exactly what an uninterrupted one draws.
     """
-    from .ppo_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_snapshot, write_metrics
-    from .progress import progress_bar
-
     stage_dir = Path(stage_dir)
     optimizer = make_optimizer(roles, cfg)
     controller = kl_controller(cfg)

@@ -32,9 +32,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import evaluation
 from .adapters import add_adapter, load_roles, reward_scores, switch_adapter, train_top_layers
 from .config import ModelConfig
 from .labeler import gold_scores
+from .models import resolve_compute_dtype
 from .sft import match_trainable_dtype
 
 TRAINABLE_ROLES = ("policy", "value")
@@ -74,8 +76,6 @@ class PPORoles:
 def load_ppo_roles(model_cfg: ModelConfig, sft_dir: str | Path, reward_dir: str | Path, pad_token_id: int,
                    trainable_layers: int = 0) -> PPORoles:
     """The 4-bit base loaded once, carrying all four roles (see the module docstring)."""
-    from .models import resolve_compute_dtype
-
     model, reward_head, norm = load_roles(model_cfg, sft_dir, reward_dir)  # adapters "sft" and "reward"
     add_adapter(model, sft_dir, "policy", trainable=True)
     add_adapter(model, Path(reward_dir) / "adapter", "value", trainable=True)
@@ -176,9 +176,8 @@ def token_logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, tempe
 
 def reward_model_scores(roles: PPORoles, tokenizer, rows: list[dict], texts: list[str], batch_size: int = 16):
     """Normalised r(x, y) of each answer, rendered exactly as in reward-model training (chat template). -> (batch,)"""
-    from .evaluation import reward_model_scores as scores
-
-    return scores(roles.model, roles.reward_head, roles.normalisation, tokenizer, rows, texts, batch_size)
+    return evaluation.reward_model_scores(roles.model, roles.reward_head, roles.normalisation, tokenizer, rows, texts,
+                                          batch_size)
 
 
 def mean_and_std(scores: list[float]) -> tuple[float, float]:

@@ -19,10 +19,10 @@ def headless() -> bool:
 def progress_bar(total: int, desc: str, unit: str = "it"):
     """A tqdm bar (elapsed time and estimate of the remainder) suited to where the code runs."""
     if headless():
-        from tqdm.std import tqdm
+        from tqdm.std import tqdm  # lazy: which tqdm (text or widget) is chosen per call
 
         return tqdm(total=total, desc=desc, unit=unit, file=sys.stdout, mininterval=20, ascii=True)
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: which tqdm is chosen per call; headless runs skip the widget's imports
 
     return tqdm(total=total, desc=desc, unit=unit)
 
@@ -31,8 +31,8 @@ def quiet_library_bars() -> None:
     """Headless: switch off the widget bars of transformers and datasets (they cannot render there)."""
     if not headless():
         return
-    import datasets
-    from transformers.utils import logging as hf_logging
+    import datasets  # lazy: datasets takes seconds to import; progress (and models) import without it
+    from transformers.utils import logging as hf_logging  # lazy: transformers takes seconds to import
 
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()

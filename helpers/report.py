@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
+from .browser import static_export_available
 from .files import read_json, read_jsonl, write_text
 
 STAGES = (("data", "01_instruction_data.ipynb"), ("sft", "02_supervised_finetuning.ipynb"),
@@ -77,9 +81,6 @@ def headline_table(info: dict) -> pd.DataFrame:
 
 def ppo_figure(metrics: list[dict]):
     """PPO's training curves: reward-model score and gold score of the rollouts, and KL to the SFT model."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     log = pd.DataFrame(metrics)
     figure = make_subplots(rows=1, cols=2, subplot_titles=["score of the rollouts", "KL to the SFT model (nats)"])
     for column, name in (("rm_score", "reward model"), ("gold", "gold (labeler)")):
@@ -93,9 +94,7 @@ def ppo_figure(metrics: list[dict]):
 
 def figures(info: dict) -> list[tuple[str, object]]:
     """(name, plotly figure) pairs: PPO curves, the headline bars and the over-optimisation curve."""
-    import plotly.express as px
-
-    from .evaluation import overoptimisation_figure
+    from .evaluation import overoptimisation_figure  # lazy: evaluation imports torch; report, runner stay torch-free
 
     found = []
     if info["ppo_metrics"]:
@@ -237,8 +236,6 @@ def write_report(run_dir: str | Path, static_images: bool | None = None) -> dict
     info = collect(run_dir)
     figs = figures(info)
     if static_images is None:
-        from .browser import static_export_available
-
         static_images = static_export_available()[0]
     images = {}
     if static_images:

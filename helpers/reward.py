@@ -32,19 +32,30 @@ model's compute dtype (see ``helpers.sft``).
 
 from __future__ import annotations
 
+import copy
 import itertools
+import os
 import random
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors.torch import save_file
 
+from .adapters import NORMALISATION_FILE, SCORE_HEAD_FILE, load_policy, train_top_layers
 from .config import ModelConfig, RewardStageConfig
+from .dataset import load_split
+from .demonstrations import sample_and_judge
+from .edits import meet, violate
+from .files import read_jsonl, write_json, write_jsonl
+from .labeler import judge
+from .models import device_map, one_4bit_kernel, quantization_config, resolve_model_path, resolve_precision
+from .progress import quiet_library_bars
+from .sft import lora_config, match_trainable_dtype
 
-SCORE_HEAD_FILE = "score_head.safetensors"
-NORMALISATION_FILE = "normalisation.json"
 BASE_CANDIDATES_FILE = "sft_candidates.jsonl"  # notebook 01's judged base-model answers to the SFT prompts
 
 
@@ -142,8 +153,6 @@ def swapped_answer_pairs(rows: list[dict], records: list[dict], n_pairs: int, mi
     duplicates are never drawn twice. Give it training prompts only: a held-out prompt's
     answers must not leak into training as someone else's answer.
     """
-    from .labeler import judge
-
     by_id = {row["id"]: row for row in rows}
     good = {rec["id"]: [s for s in rec["samples"] if all(s["gates"].values())] for rec in records if rec["id"] in by_id}
     ids = sorted(k for k, samples in good.items() if samples)
@@ -182,9 +191,6 @@ def edit_pairs(rows: list[dict], records: list[dict], n_pairs: int, min_gap: flo
     common edits (lowercasing, quoting) do not crowd out the rest; each answer is edited at most
     once. Give it training prompts only. Like every training pair, they also reach notebook 05's DPO.
     """
-    from .edits import meet, violate
-    from .labeler import judge
-
     by_id = {row["id"]: row for row in rows}
     candidates: dict[tuple[str, str], list[tuple]] = {}
     for rec in records:
@@ -254,8 +260,6 @@ def split_by_prompt(pairs: list[dict], heldout_fraction: float, seed: int) -> tu
 
 def unsampled_prompts(rows: list[dict], log_path: str | Path) -> list[str]:
     """Ids of the rows that ``log_path`` (``sample_and_judge``'s log) holds no answers for yet."""
-    from .files import read_jsonl
-
     log_path = Path(log_path)
     done = {r["id"] for r in read_jsonl(log_path, tolerate_partial_tail=True)} if log_path.exists() else set()
     return [row["id"] for row in rows if row["id"] not in done]
@@ -271,12 +275,8 @@ def sample_sft_answers(model_cfg: ModelConfig, data_cfg, k_samples: int, tokeniz
     ``data_cfg.seed + seed_offset``. Any saved policy adapter can answer instead, such as
     notebook 04's ``ppo/policy`` (``who`` names it in the progress bar).
     """
-    from .demonstrations import sample_and_judge
-
     sampler = None
     if unsampled_prompts(rows, log_path):
-        from .adapters import load_policy
-
         sampler = load_policy(model_cfg, adapter)
     return sample_and_judge(sampler, tokenizer, rows, n_samples=k_samples, log_path=log_path,
                             desc=f"{k_samples} {who} answers per prompt", max_new_tokens=data_cfg.max_new_tokens,
@@ -287,9 +287,6 @@ def sample_sft_answers(model_cfg: ModelConfig, data_cfg, k_samples: int, tokeniz
 def base_candidates(data_dir: str | Path, cfg: RewardStageConfig) -> tuple[list[dict], list[dict]] | None:
     """(SFT rows, their judged base-model candidates from notebook 01) for ``make_comparisons(extra=...)``,
     or None when ``cfg.base_comparisons`` is off or the data has no candidates (human comparisons)."""
-    from .dataset import load_split
-    from .files import read_jsonl
-
     path = Path(data_dir) / BASE_CANDIDATES_FILE
     if not cfg.base_comparisons or not path.exists():
         return None
@@ -308,8 +305,6 @@ class Comparisons:
 
     def save(self, folder: str | Path) -> None:
         """``comparisons_train.jsonl`` and ``comparisons_heldout.jsonl`` in ``folder`` (notebook 05 reads them)."""
-        from .files import write_jsonl
-
         write_jsonl(Path(folder) / "comparisons_train.jsonl", self.train)
         write_jsonl(Path(folder) / "comparisons_heldout.jsonl", self.heldout)
 
@@ -382,9 +377,7 @@ def preference_records(pairs: list[dict], use_margin: bool) -> list[dict]:
 
 def load_reward_base(model_cfg: ModelConfig, tokenizer):
     """The 4-bit base model with a scalar head (``AutoModelForSequenceClassification``, one label), head at zero."""
-    from transformers import AutoModelForSequenceClassification
-
-    from .models import device_map, one_4bit_kernel, quantization_config, resolve_model_path, resolve_precision
+    from transformers import AutoModelForSequenceClassification  # lazy: transformers takes seconds to import
 
     precision = resolve_precision(model_cfg)
     kwargs = {"num_labels": 1, "dtype": precision.compute_dtype,
@@ -402,13 +395,9 @@ def load_reward_base(model_cfg: ModelConfig, tokenizer):
 def build_reward_trainer(model, tokenizer, train: list[dict], heldout: list[dict], cfg: RewardStageConfig,
                          output_dir: Path, compute_dtype: torch.dtype, callbacks=()):
     """TRL's RewardTrainer wired for QLoRA: a LoRA adapter plus a trainable score head on the 4-bit model."""
-    from datasets import Dataset
-    from transformers import PrinterCallback
-    from trl import RewardConfig, RewardTrainer
-
-    from .adapters import train_top_layers
-    from .progress import quiet_library_bars
-    from .sft import lora_config, match_trainable_dtype
+    from datasets import Dataset  # lazy: datasets takes seconds to import; only training needs it
+    from transformers import PrinterCallback  # lazy: loads transformers' trainer (seconds); only training needs it
+    from trl import RewardConfig, RewardTrainer  # lazy: trl takes seconds to import; only training needs it
 
     quiet_library_bars()
     if cfg.use_margin and any("chosen_score" not in p for p in train):
@@ -497,14 +486,7 @@ def save_reward_model(model, folder: Path, norm: dict[str, float]) -> None:
     (1 x hidden); ``folder/normalisation.json``: offset and scale. Written into a temporary
     folder and renamed into place.
     """
-    import copy
-    import os
-    import shutil
-
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    from .files import write_json
+    from peft import get_peft_model_state_dict  # lazy: peft takes seconds to import; only saving needs it
 
     folder = Path(folder)
     staging = folder.with_name(f".{folder.name}.tmp")

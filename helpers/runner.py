@@ -25,8 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from .browser import STATIC_RENDERER, static_export_available
 from .config import PROFILES
 from .files import read_json, write_json
+from .models import fast_bfloat16_cpu, matmul_rates
 from .report import write_report
 from .runs import REPO_ROOT, default_run_dir, now
 
@@ -45,7 +47,7 @@ def workbook_notebooks(folder: Path = REPO_ROOT / "notebooks") -> list[Path]:
 
 def _failed_cell(executed: Path) -> str:
     """'code cell N' (counted in the source notebook) and the cell's first line, from the executed copy."""
-    import nbformat
+    import nbformat  # lazy: nbformat takes a second to import; only a failed notebook needs it
 
     nb = nbformat.read(executed, as_version=4)
     code_cells = [c for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
@@ -63,8 +65,6 @@ def kernel_environment() -> dict[str, str]:
     interactive plotly figure, so static viewers show the plots too, when kaleido and a
     Chromium can make one here, and unless the user chose a renderer.
     """
-    from .browser import STATIC_RENDERER, static_export_available
-
     env = {"RLHF_HEADLESS": "1"}
     if static_export_available()[0] and "PLOTLY_RENDERER" not in os.environ:
         env["PLOTLY_RENDERER"] = STATIC_RENDERER
@@ -73,7 +73,7 @@ def kernel_environment() -> dict[str, str]:
 
 def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) -> None:
     """Execute one notebook with papermill; NotebookFailed on error."""
-    import papermill
+    import papermill  # lazy: papermill takes seconds to import; only executing a notebook needs it
 
     output.parent.mkdir(parents=True, exist_ok=True)
     env = kernel_environment()
@@ -97,9 +97,7 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) 
 
 def machine_record() -> dict:
     """What the run's times depend on: cores, native bfloat16, and the measured fp32 / bf16 matmul rates."""
-    import torch
-
-    from .models import fast_bfloat16_cpu, matmul_rates
+    import torch  # lazy: torch takes a second to import; only the machine record needs it
 
     return {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "fast_bfloat16": fast_bfloat16_cpu(), "matmul_gflops": matmul_rates(),

@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -58,8 +59,7 @@ def package_versions() -> dict[str, str]:
 
 def peak_memory() -> dict[str, float]:
     """Peak resident memory of this process so far (the notebook's kernel), and peak CUDA memory if used, in MB."""
-    import resource
-    import sys
+    import resource  # lazy: Unix-only module; runs stays importable where it is missing
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     peak = {"peak_rss_mb": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}

@@ -23,10 +23,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
-import warnings
-
+import pandas as pd
 import torch
 
 from .config import SFTStageConfig
@@ -57,7 +57,7 @@ def split_train_eval(examples: list[dict], eval_fraction: float, seed: int) -> t
 
 
 def lora_config(cfg, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
-    from peft import LoraConfig
+    from peft import LoraConfig  # lazy: peft takes seconds to import (it loads transformers); only training needs it
 
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.lora_targets, task_type=task_type, modules_to_save=modules_to_save)
@@ -108,9 +108,9 @@ def save_adapter_atomically(model, target: Path, **save_kwargs) -> None:
 def build_sft_trainer(model, tokenizer, train: list[dict], evaluation: list[dict], cfg: SFTStageConfig,
                       output_dir: Path, compute_dtype: torch.dtype, callbacks=()):
     """TRL's SFTTrainer wired for QLoRA: LoRA adapters on the 4-bit model, completion-only loss, checkpoints."""
-    from datasets import Dataset
-    from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from datasets import Dataset  # lazy: datasets takes seconds to import; only training needs it
+    from transformers import PrinterCallback  # lazy: loads transformers' trainer (seconds); only training needs it
+    from trl import SFTConfig, SFTTrainer  # lazy: trl takes seconds to import; only training needs it
 
     quiet_library_bars()
 
@@ -149,10 +149,8 @@ def build_sft_trainer(model, tokenizer, train: list[dict], evaluation: list[dict
     return trainer
 
 
-def loss_history(trainer) -> "pd.DataFrame":  # noqa: F821
+def loss_history(trainer) -> pd.DataFrame:
     """Training and evaluation loss per step from the trainer's log."""
-    import pandas as pd
-
     rows = []
     for entry in trainer.state.log_history:
         if "loss" in entry:
@@ -162,10 +160,8 @@ def loss_history(trainer) -> "pd.DataFrame":  # noqa: F821
     return pd.DataFrame(rows)
 
 
-def loss_mask_table(trainer, index: int) -> "pd.DataFrame":  # noqa: F821
+def loss_mask_table(trainer, index: int) -> pd.DataFrame:
     """Token by token, whether one processed training example's token counts in the loss (label != -100)."""
-    import pandas as pd
-
     batch = trainer.data_collator([trainer.train_dataset[index]])
     input_ids, labels = batch["input_ids"][0], batch["labels"][0]  # (seq,), (seq,)
     decode = trainer.processing_class.decode

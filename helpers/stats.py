@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def bootstrap_mean_ci(values, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -22,8 +23,6 @@ def bootstrap_mean_ci(values, confidence: float = 0.95, n_resamples: int = 2000,
 
 def spearman(x, y) -> float:
     """Spearman's rank correlation: the Pearson correlation of the ranks (ties get their average rank)."""
-    import pandas as pd
-
     ranks_x = pd.Series(list(x), dtype=float).rank()
     ranks_y = pd.Series(list(y), dtype=float).rank()
     if ranks_x.nunique() < 2 or ranks_y.nunique() < 2:
@@ -128,8 +127,6 @@ def within_prompt_spearman(prompt_ids, x, y) -> float:
     other; this one asks only what the loss can teach. Prompts where either score is constant
     (fewer than two distinct values) have no ranking and are left out; NaN if none is left.
     """
-    import pandas as pd
-
     table = pd.DataFrame({"prompt": list(prompt_ids), "x": list(x), "y": list(y)})
     per_prompt = [spearman(group["x"], group["y"]) for _, group in table.groupby("prompt", sort=False)]
     per_prompt = [rho for rho in per_prompt if rho == rho]  # drop NaN
@@ -143,8 +140,6 @@ def within_prompt_agreement(prompt_ids, gold, reward, min_gap: float = 0.0) -> t
     This is pairwise accuracy on every comparison a labeler could make, not only those sampled
     for training.
     """
-    import pandas as pd
-
     table = pd.DataFrame({"prompt": list(prompt_ids), "gold": list(gold), "reward": list(reward)})
     right = total = 0
     for _, group in table.groupby("prompt", sort=False):

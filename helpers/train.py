@@ -45,10 +45,20 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from accelerate import PartialState
+
 from .config import PROFILES, ConfigError, DataConfig, DPOStageConfig, ModelConfig, RewardStageConfig, SFTStageConfig
+from .dataset import load_split
+from .dpo import build_dpo_trainer, dpo_history, load_dpo_policy, save_dpo_adapter, select_pairs
 from .files import read_jsonl, write_json
+from .models import load_model, load_tokenizer, resolve_compute_dtype
+from .reward import (base_candidates, build_reward_trainer, load_reward_base, make_comparisons, normalisation,
+                     normalisation_conversations, sample_sft_answers, save_reward_model, score_conversations,
+                     score_heldout_answers, score_pairs, unsampled_prompts)
 from .runs import StageConflict, default_run_dir, open_stage, require_finished
-from .sft import last_checkpoint, loss_history, mean_train_loss
+from .sft import (build_sft_trainer, last_checkpoint, loss_history, mean_train_loss, save_adapter_atomically,
+                  sft_examples, split_train_eval)
 
 STAGES = {"sft": ("02_supervised_finetuning.ipynb", "adapter"), "reward": ("03_reward_model.ipynb", "model"),
           "dpo": ("05_dpo.ipynb", "adapter")}  # stage -> (its notebook, what marks training as done)
@@ -99,8 +109,6 @@ def train_sft(trainer, stage_path: Path) -> dict:
                "train_examples": len(trainer.train_dataset), "eval_examples": len(trainer.eval_dataset),
                "loss_history": loss_history(trainer).to_dict(orient="records")}
     if trainer.accelerator.is_main_process:
-        from .sft import save_adapter_atomically
-
         write_json(stage_path / "train_summary.json", summary)
         save_adapter_atomically(trainer.model, stage_path / "adapter")  # its presence marks training as done
     trainer.accelerator.wait_for_everyone()
@@ -111,9 +119,6 @@ def train_reward(trainer, stage_path: Path, rows: list[dict], comparisons) -> No
     """Train (resuming); then, on the main process: normalise on the SFT answers, score the held-out
     pairs (``heldout_scored.jsonl``) and every held-out answer (``heldout_answers_scored.jsonl``),
     write ``train_summary.json`` and save ``model/``."""
-    from .reward import (normalisation, normalisation_conversations, save_reward_model, score_conversations,
-                         score_heldout_answers, score_pairs)
-
     seconds = resume_and_train(trainer, stage_path / "checkpoints")
     if trainer.accelerator.is_main_process:
         model, tokenizer = trainer.model.eval(), trainer.processing_class
@@ -132,8 +137,6 @@ def train_reward(trainer, stage_path: Path, rows: list[dict], comparisons) -> No
 
 def train_dpo(trainer, stage_path: Path) -> None:
     """Train (resuming), write ``train_summary.json`` (the logged curves) and save ``adapter/``."""
-    from .dpo import dpo_history, save_dpo_adapter
-
     seconds = resume_and_train(trainer, stage_path / "checkpoints")
     if trainer.accelerator.is_main_process:
         write_json(stage_path / "train_summary.json", {
@@ -152,9 +155,6 @@ class LaunchError(RuntimeError):
 def _processes():
     """accelerate's view of the processes, as the trainers will see it (on CPU, ``cpu=True`` makes it see
     torchrun's processes; without it, it reports a single one)."""
-    import torch
-    from accelerate import PartialState
-
     return PartialState(cpu=not torch.cuda.is_available())
 
 
@@ -184,8 +184,6 @@ def _inputs(run_dir: Path, *stages: str) -> tuple[ModelConfig, DataConfig, dict]
 
 def _tokenizer_and_dtype(model_cfg: ModelConfig):
     """The tokenizer (the main process fetches or converts the model first) and the compute dtype."""
-    from .models import load_tokenizer, resolve_compute_dtype
-
     with _processes().main_process_first():
         tokenizer = load_tokenizer(model_cfg)
     return tokenizer, resolve_compute_dtype(model_cfg)
@@ -193,16 +191,13 @@ def _tokenizer_and_dtype(model_cfg: ModelConfig):
 
 def _log_to_stdout(trainer):
     """The notebooks plot the log; a script prints it (one dict per logged step, main process only)."""
-    from transformers import PrinterCallback
+    from transformers import PrinterCallback  # lazy: loads transformers' trainer (seconds); only training needs it
 
     trainer.add_callback(PrinterCallback)
     return trainer
 
 
 def run_sft(profile: str, run_dir: Path) -> None:
-    from .models import load_model
-    from .sft import build_sft_trainer, sft_examples, split_train_eval
-
     model_cfg, _, metas = _inputs(run_dir)
     cfg = SFTStageConfig.from_profile(profile)
     stage = _open("sft", run_dir, sft_stage_config(cfg, model_cfg, metas["data"]))
@@ -217,10 +212,6 @@ def run_sft(profile: str, run_dir: Path) -> None:
 
 
 def run_reward(profile: str, run_dir: Path) -> None:
-    from .dataset import load_split
-    from .reward import (base_candidates, build_reward_trainer, load_reward_base, make_comparisons,
-                         sample_sft_answers, unsampled_prompts)
-
     model_cfg, data_cfg, metas = _inputs(run_dir, "sft")
     cfg = RewardStageConfig.from_profile(profile)
     stage = _open("reward", run_dir, reward_stage_config(cfg, model_cfg, metas["data"], metas["sft"]))
@@ -252,8 +243,6 @@ def run_reward(profile: str, run_dir: Path) -> None:
 
 
 def run_dpo(profile: str, run_dir: Path) -> None:
-    from .dpo import build_dpo_trainer, load_dpo_policy, select_pairs
-
     model_cfg, _, metas = _inputs(run_dir, "sft", "reward")
     cfg = DPOStageConfig.from_profile(profile)
     stage = _open("dpo", run_dir, dpo_stage_config(cfg, model_cfg, metas["sft"], metas["reward"]))
