@@ -21,12 +21,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from . import runs
 from .browser import static_export_available
 from .files import read_json, read_jsonl, write_text
 
-STAGES = (("data", "01_instruction_data.ipynb"), ("sft", "02_supervised_finetuning.ipynb"),
-          ("reward", "03_reward_model.ipynb"), ("ppo", "04_ppo.ipynb"), ("dpo", "05_dpo.ipynb"),
-          ("eval", "06_evaluation.ipynb"))
+STAGES = tuple((name, spec.notebook) for name, spec in runs.STAGES.items())  # (folder, notebook), in order
 HEADLINE_COLUMNS = ("prompts", "answers", "gold", "reward", "ci95_low", "ci95_high", "gain_vs_sft",
                     "gain_ci95_low", "gain_ci95_high", "win_rate_vs_sft", "win_ci95_low", "win_ci95_high", "kl",
                     "tokens", "eos_rate", "preference_accuracy")

@@ -169,5 +169,59 @@ def require_finished(path: str | Path, notebook: str) -> dict:
     return read_json(meta_path)
 
 
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the workbook: the notebook that makes its folder and the earlier stages it reads."""
+
+    notebook: str
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def number(self) -> str:
+        return self.notebook[:2]
+
+
+#: The stages in workbook order: folder name -> notebook and inputs. A stage is finished when its
+#: folder holds ``meta.json``; a stage records what it was made from in its ``config.json``
+#: (``data_files``: the manifest of ``data/``; ``<stage>_finished``: when that input finished).
+STAGES: dict[str, StageSpec] = {
+    "data": StageSpec("01_instruction_data.ipynb"),
+    "sft": StageSpec("02_supervised_finetuning.ipynb", ("data",)),
+    "reward": StageSpec("03_reward_model.ipynb", ("data", "sft")),
+    "ppo": StageSpec("04_ppo.ipynb", ("data", "sft", "reward")),
+    "dpo": StageSpec("05_dpo.ipynb", ("data", "sft", "reward")),
+    "eval": StageSpec("06_evaluation.ipynb", ("data", "sft", "reward", "ppo", "dpo")),
+}
+
+
+def check_consistent(metas: dict[str, dict], run_dir: str | Path = "") -> None:
+    """StageConflict when one of these finished stages was made from an older version of another.
+
+    ``metas``: stage name -> its ``meta.json``. A stage whose config records ``data_files`` must match
+    ``data``'s files now, and one that records ``<other>_finished`` must match when ``other`` finished:
+    otherwise ``other`` was rebuilt since, and the stage must be made again.
+    """
+    for name, meta in metas.items():
+        config, spec = meta.get("config", {}), STAGES[name]
+        if name != "data" and "data" in metas and "data_files" in config \
+                and config["data_files"] != metas["data"]["files"]:
+            raise StageConflict(f"{Path(run_dir) / 'data'} changed after {name}/ was made from it: "
+                                f"re-run notebook {spec.number} ({spec.notebook}) first.")
+        for other, other_meta in metas.items():
+            made_from = config.get(f"{other}_finished")
+            if other != name and made_from is not None and made_from != other_meta["finished"]:
+                raise StageConflict(f"{Path(run_dir) / other} was rebuilt after {name}/ was made from it: "
+                                    f"re-run notebook {spec.number} ({spec.notebook}) first.")
+
+
+def require_inputs(run_dir: str | Path, stage: str) -> dict[str, dict]:
+    """The ``meta.json`` of every stage that ``stage`` reads (``STAGES``), each finished and made from the
+    others as they are now; FileNotFoundError naming the notebook to run for a missing one,
+    StageConflict naming the one to re-run for a stale one."""
+    metas = {name: require_finished(Path(run_dir) / name, STAGES[name].notebook) for name in STAGES[stage].inputs}
+    check_consistent(metas, run_dir)
+    return metas
+
+
 def environ_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")

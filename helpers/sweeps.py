@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .files import append_jsonl, read_json, read_jsonl, write_json
 from .ppo_roles import mean_and_std
-from .runs import require_finished
+from .runs import require_inputs
 
 
 def parse_overrides(settings: list[str]) -> dict:
@@ -77,9 +77,8 @@ def as_setting(path: Path, run_dir: Path) -> str:
 
 def finished_stages(run_dir: Path) -> tuple[dict, dict, dict]:
     """The ``meta.json`` of notebooks 01, 02 and 03 in ``run_dir``; refused unless the data has a gold labeler."""
-    data_meta = require_finished(run_dir / "data", "01_instruction_data.ipynb")
-    sft_meta = require_finished(run_dir / "sft", "02_supervised_finetuning.ipynb")
-    reward_meta = require_finished(run_dir / "reward", "03_reward_model.ipynb")
+    metas = require_inputs(run_dir, "ppo")  # what notebook 04 reads
+    data_meta, sft_meta, reward_meta = metas["data"], metas["sft"], metas["reward"]
     source = data_meta["config"]["data"]["source"]
     if source != "generated":
         raise SystemExit(f"{run_dir}: data source {source!r} has no gold labeler; the sweep needs generated data")

@@ -56,12 +56,11 @@ from .models import load_model, load_tokenizer, resolve_compute_dtype
 from .reward import (base_candidates, build_reward_trainer, load_reward_base, make_comparisons, normalisation,
                      normalisation_conversations, sample_sft_answers, save_reward_model, score_conversations,
                      score_heldout_answers, score_pairs, unsampled_prompts)
-from .runs import StageConflict, default_run_dir, open_stage, require_finished
+from .runs import STAGES, StageConflict, check_consistent, default_run_dir, open_stage, require_finished
 from .sft import (build_sft_trainer, last_checkpoint, loss_history, mean_train_loss, save_adapter_atomically,
                   sft_examples, split_train_eval)
 
-STAGES = {"sft": ("02_supervised_finetuning.ipynb", "adapter"), "reward": ("03_reward_model.ipynb", "model"),
-          "dpo": ("05_dpo.ipynb", "adapter")}  # stage -> (its notebook, what marks training as done)
+TRAINED = {"sft": "adapter", "reward": "model", "dpo": "adapter"}  # stage -> what marks its training as done
 
 
 # --- What each stage's config.json holds (the notebooks open their stage with the same dicts) ---
@@ -73,16 +72,14 @@ def sft_stage_config(sft_cfg: SFTStageConfig, model_cfg: ModelConfig, data_meta:
 
 def reward_stage_config(rm_cfg: RewardStageConfig, model_cfg: ModelConfig, data_meta: dict, sft_meta: dict) -> dict:
     """Refuses an SFT model trained on other data than ``data/`` holds now."""
-    if sft_meta["config"]["data_files"] != data_meta["files"]:
-        raise StageConflict("data/ changed after the SFT model was trained: re-run notebook 02 first.")
+    check_consistent({"data": data_meta, "sft": sft_meta})
     return {"reward": rm_cfg.to_dict(), "model": model_cfg.to_dict(), "data_files": data_meta["files"],
             "sft_finished": sft_meta["finished"]}
 
 
 def dpo_stage_config(dpo_cfg: DPOStageConfig, model_cfg: ModelConfig, sft_meta: dict, reward_meta: dict) -> dict:
     """Refuses comparisons drawn from an SFT model that was retrained since."""
-    if reward_meta["config"]["sft_finished"] != sft_meta["finished"]:
-        raise StageConflict("sft/ was retrained after notebook 03 drew its comparisons: re-run notebook 03 first.")
+    check_consistent({"sft": sft_meta, "reward": reward_meta})
     return {"dpo": dpo_cfg.to_dict(), "model": model_cfg.to_dict(), "sft_finished": sft_meta["finished"],
             "reward_finished": reward_meta["finished"]}
 
@@ -163,7 +160,7 @@ def _open(stage: str, run_dir: Path, config: dict):
     state = _processes()
     with state.main_process_first():
         folder = open_stage(run_dir / stage, config)
-    notebook, marker = STAGES[stage]
+    notebook, marker = STAGES[stage].notebook, TRAINED[stage]
     if folder.finished:
         state.print(f"{folder.path} is finished (meta.json): nothing to train.")
     elif (folder.path / marker).exists():
@@ -176,8 +173,7 @@ def _open(stage: str, run_dir: Path, config: dict):
 
 def _inputs(run_dir: Path, *stages: str) -> tuple[ModelConfig, DataConfig, dict]:
     """The model and data configs of the run, and the ``meta.json`` of each earlier stage (which must be finished)."""
-    notebooks = {"data": "01_instruction_data.ipynb", **{s: STAGES[s][0] for s in STAGES}}
-    metas = {name: require_finished(run_dir / name, notebooks[name]) for name in ("data", *stages)}
+    metas = {name: require_finished(run_dir / name, STAGES[name].notebook) for name in ("data", *stages)}
     config = metas["data"]["config"]
     return ModelConfig(**config["model"]), DataConfig(**config["data"]), metas
 
@@ -258,7 +254,7 @@ def run_dpo(profile: str, run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=list(STAGES), help="the stage to train")
+    parser.add_argument("stage", choices=list(TRAINED), help="the stage to train")
     parser.add_argument("--profile", default="cpu", choices=PROFILES, help="the profile, as in the notebooks")
     parser.add_argument("--run-dir", default=None, help="the run folder (default: runs/<profile>), as RUN_DIR")
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ from helpers.runs import (
     open_stage,
     package_versions,
     require_finished,
+    require_inputs,
 )
 
 CONFIG = {"seed": 0, "n_sft": 8, "source": "generated", "dataset": None, "temperature": 1.0}
@@ -219,3 +220,37 @@ def test_meta_json_is_valid_json_on_disk(tmp_path):
     stage.finish({"note": "café"})
     text = (tmp_path / "data" / "meta.json").read_text(encoding="utf-8")
     assert json.loads(text)["note"] == "café"
+
+
+def _finished_stage(run_dir: Path, name: str, config: dict, meta: dict | None = None) -> dict:
+    stage = open_stage(run_dir / name, config)
+    stage.finish(meta or {})
+    return read_json(run_dir / name / "meta.json")
+
+
+def test_require_inputs_names_the_notebook_to_run_or_re_run(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="run notebook 01_instruction_data.ipynb first"):
+        require_inputs(run, "sft")
+    data = _finished_stage(run, "data", CONFIG, {"files": {"sft.jsonl": {"sha256": "a"}}})
+    assert set(require_inputs(run, "sft")) == {"data"}
+    with pytest.raises(FileNotFoundError, match="run notebook 02_supervised_finetuning.ipynb first"):
+        require_inputs(run, "reward")
+    sft = _finished_stage(run, "sft", {"sft": {"epochs": 1}, "data_files": data["files"]})
+    reward = _finished_stage(run, "reward", {"reward": {}, "data_files": data["files"],
+                                             "sft_finished": sft["finished"]})
+    _finished_stage(run, "ppo", {"ppo": {}, "data_files": data["files"], "sft_finished": sft["finished"],
+                                 "reward_finished": reward["finished"]})
+    assert set(require_inputs(run, "ppo")) == {"data", "sft", "reward"}
+    with pytest.raises(FileNotFoundError, match="run notebook 05_dpo.ipynb first"):
+        require_inputs(run, "eval")  # ppo is there, dpo is not
+
+    meta = read_json(run / "sft" / "meta.json")  # notebook 02 ran again: sft/ finished later than reward/ knows
+    (run / "sft" / "meta.json").write_text(json.dumps({**meta, "finished": "later"}))
+    with pytest.raises(StageConflict, match=r"sft was rebuilt after reward/ was made from it: re-run notebook 03"):
+        require_inputs(run, "ppo")
+
+    (run / "sft" / "meta.json").write_text(json.dumps(meta))
+    (run / "data" / "meta.json").write_text(json.dumps({**data, "files": {"sft.jsonl": {"sha256": "new"}}}))
+    with pytest.raises(StageConflict, match=r"data changed after sft/ was made from it: re-run notebook 02"):
+        require_inputs(run, "reward")
