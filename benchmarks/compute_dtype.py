@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/compute_dtype.py [--batch 16] [--tokens 48] [--device cpu]
 
 For each way of holding the base model (NF4 weights with float32 compute, NF4 with bfloat16 compute,
-plain bfloat16 weights; on CUDA also NF4 with float16) it loads SmolLM2-135M-Instruct with a fresh
-LoRA adapter (r 16, all-linear) and prints the seconds to sample ``--batch`` answers of ``--tokens``
+plain bfloat16 weights, plain float32 weights; on CUDA also NF4 with float16) it loads
+SmolLM2-135M-Instruct with a fresh LoRA adapter (r 16, all-linear) and prints the seconds to sample ``--batch`` answers of ``--tokens``
 tokens and of one forward and backward pass on ``--batch`` x 88 tokens, then the fp32 and bf16
 matmul rates and what ``ModelConfig.load_in_4bit="auto"`` chooses here
 (``helpers.models.resolve_precision``). Measured 2026-12-01 on 2 cores of an AMD EPYC with
@@ -26,7 +26,8 @@ from helpers.models import load_model, load_tokenizer, matmul_rates, resolve_pre
 
 PATHS = {"nf4 + float32": {"load_in_4bit": True, "compute_dtype": "float32"},
          "nf4 + bfloat16": {"load_in_4bit": True, "compute_dtype": "bfloat16"},
-         "plain bfloat16": {"load_in_4bit": False, "compute_dtype": "bfloat16"}}
+         "plain bfloat16": {"load_in_4bit": False, "compute_dtype": "bfloat16"},
+         "plain float32": {"load_in_4bit": False, "compute_dtype": "float32"}}
 
 
 def time_path(config: ModelConfig, conversations: list, tokens: int, device: str) -> tuple[float, float]:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from helpers.config import DataConfig, ModelConfig, PPOStageConfig
 from helpers.files import read_jsonl
+from helpers import ppo_roles
 from helpers.ppo_roles import gold_reward
 from helpers.sweeps import (as_setting, finish_try, finished_stages, gold_normalisation, parse_overrides, start_try,
                             sweep_arguments)
@@ -62,11 +63,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from helpers.adapters import switch_adapter
     from helpers.dataset import load_split
-    from helpers.demonstrations import gate_summary, sample_and_judge, samples_table
+    from helpers.demonstrations import gate_summary, pass_rates, sample_and_judge, samples_table
     from helpers.labeler import gold_scores
     from helpers.models import load_tokenizer
     from helpers.ppo import train_ppo
-    from helpers.ppo_roles import load_ppo_roles, reward_model_scores
+    from helpers.ppo_roles import load_ppo_roles
     from helpers.stats import bootstrap_mean_ci, paired_comparison
 
     if args.threads:
@@ -76,9 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     roles = load_ppo_roles(model_cfg, run_dir / sft_meta["adapter"], reward_dir,
                            tokenizer.pad_token_id, trainable_layers=cfg.trainable_layers)
 
-    def reward_model_reward(rows, texts):
-        return reward_model_scores(roles, tokenizer, rows, texts)
-
+    reward_model_reward = ppo_roles.reward_model_reward(roles, tokenizer)
     if args.reward == "gold":
         gold_mean, gold_std = gold_normalisation(run_dir)
         reward = gold_reward(gold_mean, gold_std)
@@ -99,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
                                temperature=data_cfg.temperature, top_p=data_cfg.top_p,
                                batch_size=data_cfg.batch_size, seed=data_cfg.seed)
     ppo = samples_table(eval_rows, records)
-    sft = samples_table(eval_rows, read_jsonl(run_dir / "sft" / "sft_eval_samples.jsonl"))
+    sft_records = read_jsonl(run_dir / "sft" / "sft_eval_samples.jsonl")
+    sft = samples_table(eval_rows, sft_records)
     mean, low, high = bootstrap_mean_ci(ppo["score"])
     versus = paired_comparison(ppo["score"], sft["score"])  # prompt by prompt: the same evaluation prompts
     result = {"name": args.name, "overrides": parse_overrides(args.set),
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
               "cut_off": float(ppo["truncated"].mean()),
               "mean_reward": float(reward_model_reward(eval_rows, ppo["response"].tolist()).mean()),
               "labeler": gate_summary(ppo), "sft_labeler": gate_summary(sft),  # gold ~= gates x constraints
+              "pass_rates": pass_rates(eval_rows, records)["pass_rate"].round(3).to_dict(),  # per constraint kind
+              "sft_pass_rates": pass_rates(eval_rows, sft_records)["pass_rate"].round(3).to_dict(),
               "episodes": len(metrics) * cfg.batch_size, "train_seconds": round(train_seconds, 1)}
     return finish_try(out, result)
 

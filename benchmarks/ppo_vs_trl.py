@@ -170,7 +170,8 @@ def child_ours(args, stdout) -> None:
     cfg = PPOStageConfig.from_profile("cpu", iterations=args.iterations, batch_size=args.batch_size,
                                       minibatch_size=args.batch_size // args.minibatches, ppo_epochs=args.ppo_epochs,
                                       max_new_tokens=args.response_length, temperature=1.0, kl_coef=0.05,
-                                      max_approx_kl=args.max_approx_kl, trainable_layers=args.trainable_layers)
+                                      max_approx_kl=args.max_approx_kl, trainable_layers=args.trainable_layers,
+                                      advantage="gae", samples_per_prompt=1)  # TRL's PPOTrainer has a critic
     t_load = time.perf_counter()
     roles = load_ppo_roles(model_cfg, run / "sft" / "adapter", run / "reward" / "model", tokenizer.pad_token_id,
                            trainable_layers=cfg.trainable_layers)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/profile_ppo.py --run-dir runs/cpu [--settings benchmark|gpu] [--device auto|cpu|cuda]
     .venv/bin/python benchmarks/profile_ppo.py --shape llama3-8b --settings gpu --no-profile [--tokenizer-dir DIR]
         [--batch-size N] [--response-length N] [--minibatches N] [--ppo-epochs N] [--trainable-layers N]
-        [--max-approx-kl X] [--out result.json]
+        [--max-approx-kl X] [--advantage gae|rloo] [--samples-per-prompt K] [--out result.json]
 
 What runs is notebook 04's loop itself, ``helpers.ppo.train_ppo`` on ``load_ppo_roles`` scored by
 ``reward_model_scores`` (as ``ppo_vs_trl.py``'s "ours" side), from a finished run's ``sft`` and ``reward``
@@ -59,7 +59,8 @@ if str(REPO_ROOT) not in sys.path:  # this checkout's helpers/, also where the p
 #: --settings: (profile, overrides) for PPOStageConfig.from_profile
 SETTINGS = {
     "benchmark": ("cpu", {"batch_size": 16, "minibatch_size": 8, "ppo_epochs": 2, "max_new_tokens": 48,
-                          "temperature": 1.0, "kl_coef": 0.05}),  # ppo_vs_trl.py's defaults
+                          "temperature": 1.0, "kl_coef": 0.05, "advantage": "gae",
+                          "samples_per_prompt": 1}),  # ppo_vs_trl.py's defaults
     "gpu": ("gpu", {}),
 }
 TOP_OPERATORS = 15
@@ -69,7 +70,8 @@ NEVER = 10**6  # save_every / snapshot_every: no checkpoint inside a measurement
 
 def ppo_config(settings: str, batch_size: int | None = None, minibatches: int | None = None,
                response_length: int | None = None, ppo_epochs: int | None = None,
-               trainable_layers: int | None = None, max_approx_kl: float = 0.0):
+               trainable_layers: int | None = None, max_approx_kl: float = 0.0, advantage: str | None = None,
+               samples_per_prompt: int | None = None):
     """The measured PPOStageConfig: ``settings``' profile and overrides, then the options given (None: unchanged)."""
     from helpers.config import PPOStageConfig
 
@@ -77,7 +79,8 @@ def ppo_config(settings: str, batch_size: int | None = None, minibatches: int | 
     base = PPOStageConfig.from_profile(profile, **overrides)
     batch = batch_size or base.batch_size
     minibatch = batch // minibatches if minibatches else min(base.minibatch_size, batch)
-    given = {"max_new_tokens": response_length, "ppo_epochs": ppo_epochs, "trainable_layers": trainable_layers}
+    given = {"max_new_tokens": response_length, "ppo_epochs": ppo_epochs, "trainable_layers": trainable_layers,
+             "advantage": advantage, "samples_per_prompt": samples_per_prompt}
     return PPOStageConfig.from_profile(profile, **{**overrides, **{k: v for k, v in given.items() if v is not None},
                                                    "batch_size": batch, "minibatch_size": minibatch,
                                                    "max_approx_kl": max_approx_kl,
@@ -261,13 +264,16 @@ def main() -> None:
     parser.add_argument("--trainable-layers", type=int, help="train the top N layers' LoRA weights (0: all)")
     parser.add_argument("--max-approx-kl", type=float, default=0.0,
                         help="stop an update when approx KL exceeds this (default 0: never, so the cost is fixed)")
+    parser.add_argument("--advantage", choices=("gae", "rloo"), help="gae: value model + GAE; rloo: k answers "
+                        "per prompt as each other's baseline, no value passes (with --samples-per-prompt)")
+    parser.add_argument("--samples-per-prompt", type=int, help="k answers per prompt in a batch")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="time the iteration without the profiler (seconds and peak memory without its overhead)")
     parser.add_argument("--out", help="also write the result as JSON to this file")
     args = parser.parse_args()
     cfg = ppo_config(args.settings, args.batch_size, args.minibatches, args.response_length, args.ppo_epochs,
-                     args.trainable_layers, args.max_approx_kl)
+                     args.trainable_layers, args.max_approx_kl, args.advantage, args.samples_per_prompt)
     with tempfile.TemporaryDirectory(prefix="shape-run-") as scratch:
         if args.shape:
             from shapes import build_shape_run

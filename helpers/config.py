@@ -347,6 +347,13 @@ class PPOStageConfig(StageConfig):
     seed: int = _field(0, "seed for prompt order, sampling and minibatch order (reset every iteration)")
     iterations: int = _field(24, "PPO iterations: each samples batch_size episodes, then updates on them")
     batch_size: int = _field(32, "episodes (prompt + sampled response) per iteration")
+    advantage: str = _field("rloo", "how each token's advantage is estimated: 'gae' = a value model and GAE "
+                                    "(InstructGPT; gpu); 'rloo' = no value model, each answer's KL-penalised return "
+                                    "minus the mean of its siblings' (k answers per prompt; Ahmadian et al., 2024; "
+                                    "cpu: a baseline that needs no learning, and no value passes)",
+                            ("gae", "rloo"))
+    samples_per_prompt: int = _field(4, "k: answers sampled per prompt in an iteration (batch_size / k prompts); "
+                                        "'rloo' needs k >= 2, its baseline is the other k - 1 answers")
     minibatch_size: int = _field(16, "episodes per gradient step; batch_size / minibatch_size steps per epoch")
     ppo_epochs: int = _field(2, "passes over each iteration's episodes")
     max_new_tokens: int = _field(64, "response token limit during PPO rollouts (cpu: the same as the evaluation's, "
@@ -378,8 +385,9 @@ class PPOStageConfig(StageConfig):
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"iterations": 2, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 16, "snapshot_every": 1,
-                 "trainable_layers": 4, "learning_rate": 3e-4},
-        "gpu": {"iterations": 100, "trainable_layers": 0, "learning_rate": 1e-4, "batch_size": 64,
+                 "trainable_layers": 4, "learning_rate": 3e-4, "advantage": "gae", "samples_per_prompt": 1},
+        "gpu": {"advantage": "gae", "samples_per_prompt": 1,
+                "iterations": 100, "trainable_layers": 0, "learning_rate": 1e-4, "batch_size": 64,
                 "minibatch_size": 16, "ppo_epochs": 4, "max_new_tokens": 128, "save_every": 5, "snapshot_every": 10},
     }
 
@@ -389,6 +397,10 @@ class PPOStageConfig(StageConfig):
             self._require(getattr(self, name) >= 1, name, "an integer >= 1")
         self._require(self.batch_size % self.minibatch_size == 0, "minibatch_size",
                       f"a divisor of batch_size ({self.batch_size})")
+        self._require(self.samples_per_prompt >= 1 and self.batch_size % self.samples_per_prompt == 0,
+                      "samples_per_prompt", f"an integer >= 1 that divides batch_size ({self.batch_size})")
+        self._require(self.advantage != "rloo" or self.samples_per_prompt >= 2, "samples_per_prompt",
+                      "at least 2 with advantage='rloo' (the baseline is the other answers to the same prompt)")
         for name in ("temperature", "learning_rate", "target_kl", "clip_range", "clip_range_value", "max_grad_norm"):
             self._require(getattr(self, name) > 0, name, "a number > 0")
         self._require(self.trainable_layers >= 0, "trainable_layers", "an integer >= 0 (0: all layers)")

@@ -18,6 +18,16 @@ One iteration has five phases, each a function below, called in this order by :f
        returns R_t = A_t + V(s_t),
 
    then :func:`masked_whiten` normalises A over the batch's response tokens.
+
+   Or, with ``advantage="rloo"`` and k answers to each prompt, no value model at all
+   (:func:`leave_one_out_advantages`; REINFORCE leave-one-out, Kool et al., 2019; Ahmadian et
+   al., 2024): each answer's return R_i = s(x, y_i) - beta * sum_t KL_t, less the mean return
+   of the other k - 1 answers to the same prompt, is every token's advantage
+
+       A_i = R_i - 1/(k-1) sum_{j != i} R_j
+
+   The siblings are the baseline a value model would have to learn: on a small budget they
+   are the better one, and skipping the value passes makes an iteration cheaper.
 5. :func:`update` -- ``ppo_epochs`` passes over shuffled minibatches minimising
    (Schulman et al., 2017, eq. 7, with the clipped value loss of the PPO2 code)
 
@@ -158,6 +168,20 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return loss, stats
 
 
+def leave_one_out_advantages(returns: torch.Tensor, group_size: int) -> torch.Tensor:
+    """A_i = R_i - mean of the other answers' returns to the same prompt. (batch,) -> (batch,).
+
+    The batch holds ``group_size`` consecutive answers per prompt: rows 0..k-1 answer the first
+    prompt, k..2k-1 the second, and so on.
+    """
+    if group_size < 2 or returns.shape[0] % group_size:
+        raise ValueError(f"leave-one-out needs groups of at least 2 answers that tile the batch; got group_size "
+                         f"{group_size} for a batch of {returns.shape[0]}")
+    groups = returns.view(-1, group_size)  # (prompts, k)
+    others = (groups.sum(-1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others).reshape(-1)
+
+
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 - Var(R - V) / Var(R) over response tokens: 1 is a perfect value function, 0 no better than a constant."""
     var_returns = masked_var(returns, mask)
@@ -283,7 +307,10 @@ def score(roles: PPORoles, batch: Batch, cfg: PPOStageConfig, reward_fn: RewardF
         ref_logits, _ = response_logits(roles, "sft", ids, mask, R, trunk=trunk)  # same frozen lower layers
         ref_logprobs.append(token_logprobs(ref_logits, tokens, cfg.temperature))
         del ref_logits
-        value, value_trunk = response_values(roles, ids, mask, R, keep_trunk=True)
+        if cfg.advantage == "gae":
+            value, value_trunk = response_values(roles, ids, mask, R, keep_trunk=True)
+        else:  # rloo: the siblings are the baseline, no value model
+            value, value_trunk = torch.zeros_like(token_logprob), None
         values.append(value)
         policy_trunks.append(trunk)
         value_trunks.append(value_trunk)
@@ -291,7 +318,9 @@ def score(roles: PPORoles, batch: Batch, cfg: PPOStageConfig, reward_fn: RewardF
     batch.logprobs, batch.ref_logprobs = torch.cat(logprobs).cpu(), torch.cat(ref_logprobs).cpu()
     batch.values, batch.entropy = torch.cat(values).cpu(), torch.cat(entropy).cpu()
     if policy_trunks[0] is not None:
-        batch.policy_trunk, batch.value_trunk = torch.cat(policy_trunks), torch.cat(value_trunks)
+        batch.policy_trunk = torch.cat(policy_trunks)
+    if value_trunks[0] is not None:
+        batch.value_trunk = torch.cat(value_trunks)
     batch.rm_scores = reward_fn(batch.rows, batch.texts).float().cpu()
     batch.scores = torch.where(batch.has_eos, batch.rm_scores, torch.full_like(batch.rm_scores, cfg.no_eos_score))
     if gold_fn is not None:
@@ -300,10 +329,19 @@ def score(roles: PPORoles, batch: Batch, cfg: PPOStageConfig, reward_fn: RewardF
 
 
 def advantages_and_returns(batch: Batch, kl_coef: float, cfg: PPOStageConfig):
-    """Phases 3 and 4: shaped rewards, GAE, whitened advantages. -> (advantages, returns, rewards, kl), each (batch, R)."""
+    """Phases 3 and 4: shaped rewards, advantages (GAE, or leave-one-out), whitened.
+
+    -> (advantages, returns, rewards, kl), each (batch, R). Under ``rloo`` the return of every
+    token is its answer's whole return R_i and the advantage is the same at every token.
+    """
     mask = batch.response_mask.cpu().float()
     rewards, kl = shape_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, mask, kl_coef)
-    advantages, returns = compute_gae(rewards, batch.values, mask, cfg.gamma, cfg.lam)
+    if cfg.advantage == "gae":
+        advantages, returns = compute_gae(rewards, batch.values, mask, cfg.gamma, cfg.lam)
+    else:
+        answer_returns = rewards.sum(-1)  # (batch,) R_i = s_i - beta * sum_t KL_t
+        advantages = leave_one_out_advantages(answer_returns, cfg.samples_per_prompt)[:, None] * mask
+        returns = answer_returns[:, None] * mask
     return masked_whiten(advantages, mask), returns, rewards, kl
 
 
@@ -350,9 +388,13 @@ def update(roles: PPORoles, optimizer: torch.optim.Optimizer, batch: Batch, adva
             logits, _ = response_logits(roles, "policy", ids[idx], attention[idx], R, trunk=policy_trunk)
             logprobs = token_logprobs(logits, tokens[idx], cfg.temperature)
             pg_loss, pg_stats = policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask[idx], cfg.clip_range)
-            values, _ = response_values(roles, ids[idx], attention[idx], R, trunk=value_trunk)
-            vf_loss, vf_stats = value_loss(values, old_values[idx], returns[idx], mask[idx], cfg.clip_range_value)
-            loss = pg_loss + cfg.vf_coef * vf_loss
+            loss = pg_loss
+            if cfg.advantage == "gae":
+                values, _ = response_values(roles, ids[idx], attention[idx], R, trunk=value_trunk)
+                vf_loss, vf_stats = value_loss(values, old_values[idx], returns[idx], mask[idx], cfg.clip_range_value)
+                loss = loss + cfg.vf_coef * vf_loss
+            else:  # rloo trains no value model
+                vf_loss, vf_stats = torch.tensor(float("nan")), {"value_clipfrac": float("nan")}
             if cfg.ptx_coef > 0 and demonstrations:
                 picks = torch.randint(len(demonstrations), (len(idx),), generator=generator).tolist()
                 demo_loss = ptx_loss(roles, tokenizer, [demonstrations[i] for i in picks])
@@ -387,8 +429,15 @@ def update(roles: PPORoles, optimizer: torch.optim.Optimizer, batch: Batch, adva
 # The loop
 # --------------------------------------------------------------------------------------------
 
-def prompts_for_iteration(rows: list[dict], iteration: int, batch_size: int, seed: int) -> list[dict]:
-    """The iteration's prompts: passes over the prompts, each pass in a fresh seeded order."""
+def prompts_for_iteration(rows: list[dict], iteration: int, batch_size: int, seed: int,
+                          samples_per_prompt: int = 1) -> list[dict]:
+    """The iteration's episodes' prompts: passes over the prompts, each pass in a fresh seeded order.
+
+    With ``samples_per_prompt`` k > 1 the batch holds batch_size / k prompts, each k times in a row.
+    """
+    if samples_per_prompt > 1:
+        prompts = prompts_for_iteration(rows, iteration, batch_size // samples_per_prompt, seed)
+        return [row for row in prompts for _ in range(samples_per_prompt)]
     per_pass = max(1, len(rows) // batch_size)
     pass_index, position = divmod(iteration, per_pass)
     order = list(range(len(rows)))
@@ -416,7 +465,7 @@ def iteration_metrics(iteration: int, batch: Batch, kl: torch.Tensor, returns: t
         "response_length": mask.sum(-1).mean().item(),
         "eos_rate": batch.has_eos.float().mean().item(),
         "return_mean": masked_mean(returns, mask).item(),
-        "explained_variance": explained_variance(batch.values, returns, mask),
+        "explained_variance": explained_variance(batch.values, returns, mask) if cfg.advantage == "gae" else None,
         **update_stats,
         **{f"time_{name}": round(seconds, 3) for name, seconds in times.items()},
     }
@@ -459,7 +508,7 @@ def train_ppo(roles: PPORoles, tokenizer, prompts: list[dict], cfg: PPOStageConf
         bar.update(len(metrics))
     for iteration in range(len(metrics), end):
         seed = cfg.seed * 1_000_003 + iteration
-        rows = prompts_for_iteration(prompts, iteration, cfg.batch_size, cfg.seed)
+        rows = prompts_for_iteration(prompts, iteration, cfg.batch_size, cfg.seed, cfg.samples_per_prompt)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(iteration, cfg)
         t0 = time.perf_counter()

@@ -180,6 +180,15 @@ def reward_model_scores(roles: PPORoles, tokenizer, rows: list[dict], texts: lis
                                           batch_size)
 
 
+def reward_model_reward(roles: PPORoles, tokenizer, batch_size: int = 16):
+    """PPO's reward function ``(rows, texts) -> r(x, y)``, (batch,): the frozen reward role's normalised score
+    (``reward_model_scores``). The counterpart of :func:`gold_reward`."""
+    def reward(rows: list[dict], texts: list[str]) -> torch.Tensor:
+        return reward_model_scores(roles, tokenizer, rows, texts, batch_size)
+
+    return reward
+
+
 def mean_and_std(scores: list[float]) -> tuple[float, float]:
     """(mean, population std) of ``scores``: the offset and scale that put a score on the reward model's
     normalised scale. ValueError for fewer than two scores or no spread."""

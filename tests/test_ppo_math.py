@@ -8,11 +8,14 @@ import torch
 from helpers.config import ConfigError, PPOStageConfig
 from helpers.ppo import (
     AdaptiveKLController,
+    Batch,
     FixedKLController,
+    advantages_and_returns,
     compute_gae,
     explained_variance,
     kl_penalty,
     learning_rate_at,
+    leave_one_out_advantages,
     masked_mean,
     masked_whiten,
     policy_loss,
@@ -175,3 +178,51 @@ def test_ppo_config_checks_its_fields():
         PPOStageConfig.from_profile("tiny", kl_coef=-0.1)
     with pytest.raises(ConfigError, match="lam"):
         PPOStageConfig.from_profile("tiny", lam=1.5)
+
+
+def test_leave_one_out_advantages_hand_computed():
+    # two prompts, three answers each: each answer against the mean of its two siblings
+    returns = torch.tensor([1.0, 0.0, 2.0, 5.0, 5.0, 5.0])
+    expected = torch.tensor([1.0 - 1.0, 0.0 - 1.5, 2.0 - 0.5, 0.0, 0.0, 0.0])
+    assert torch.allclose(leave_one_out_advantages(returns, 3), expected)
+    # the baseline never uses the answer itself: raising one return moves its siblings' advantages down
+    raised = leave_one_out_advantages(torch.tensor([1.0, 0.0, 4.0, 5.0, 5.0, 5.0]), 3)
+    assert raised[2] > expected[2] and raised[0] < expected[0] and raised[1] < expected[1]
+    assert torch.equal(raised[3:], expected[3:])  # the other prompt is untouched
+    with pytest.raises(ValueError, match="group_size"):
+        leave_one_out_advantages(returns, 4)  # groups must tile the batch
+    with pytest.raises(ValueError, match="group_size"):
+        leave_one_out_advantages(returns, 1)  # one answer has no siblings
+
+
+def test_rloo_advantages_are_the_same_at_every_token_and_rank_by_return():
+    cfg = PPOStageConfig.from_profile("tiny", batch_size=4, minibatch_size=2, advantage="rloo", samples_per_prompt=2,
+                                      kl_coef=0.5)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]])
+    batch = Batch(rows=[{}] * 4, query_ids=None, query_mask=None, response_ids=None, response_mask=mask, texts=[""] * 4,
+                  has_eos=torch.ones(4, dtype=torch.bool), logprobs=torch.zeros(4, 3), ref_logprobs=torch.zeros(4, 3),
+                  values=torch.zeros(4, 3), scores=torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    batch.logprobs[3, 0] = 2.0  # answer 3 pays a KL of 2 nats: return -0.5 * 2 = -1
+    advantages, returns, _, kl = advantages_and_returns(batch, cfg.kl_coef, cfg)
+    assert torch.allclose(returns[:, 0], torch.tensor([1.0, 0.0, 0.0, -1.0]))
+    for row in range(4):  # one advantage per answer, on its tokens only
+        values = advantages[row][mask[row].bool()]
+        assert torch.allclose(values, values[0].expand_as(values)) and (advantages[row][~mask[row].bool()] == 0).all()
+    assert advantages[0, 0] > 0 > advantages[1, 0] and advantages[2, 0] > 0 > advantages[3, 0]
+
+
+def test_prompts_for_iteration_repeats_each_prompt_k_times_in_a_row():
+    rows = [{"id": i} for i in range(10)]
+    grouped = [r["id"] for r in prompts_for_iteration(rows, 1, 8, seed=0, samples_per_prompt=4)]
+    prompts = [r["id"] for r in prompts_for_iteration(rows, 1, 2, seed=0)]
+    assert grouped == [prompts[0]] * 4 + [prompts[1]] * 4
+
+
+def test_rloo_needs_two_answers_per_prompt_that_divide_the_batch():
+    assert PPOStageConfig.from_profile("tiny", advantage="rloo", samples_per_prompt=2).samples_per_prompt == 2
+    with pytest.raises(ConfigError, match="samples_per_prompt.*at least 2"):
+        PPOStageConfig.from_profile("tiny", advantage="rloo", samples_per_prompt=1)
+    with pytest.raises(ConfigError, match="samples_per_prompt.*divides batch_size"):
+        PPOStageConfig.from_profile("tiny", samples_per_prompt=3)  # tiny's batch is 4
+    with pytest.raises(ConfigError, match="advantage"):
+        PPOStageConfig.from_profile("tiny", advantage="grpo")
