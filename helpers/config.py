@@ -157,6 +157,10 @@ class DataConfig(StageConfig):
     demo_threshold: float = _field(0.3, "keep a prompt's best response as a demonstration if its gold score is at least this")
     demos_per_prompt: int = _field(4, "keep up to this many distinct responses per SFT prompt that reach demo_threshold, "
                                       "best first (1: the best only)")
+    edit_demonstrations: bool = _field(True, "also consider each candidate edited by rule (cut-off tail trimmed, missed "
+                                             "constraint met: helpers.edits.edit_answer), judged again; without it the "
+                                             "base model's rare skills (titles, P.S. lines) get no demonstration",
+                                       (True, False))
     max_new_tokens: int = _field(64, "token limit for sampled responses (data, SFT answers, evaluation)")
     temperature: float = _field(1.0, "sampling temperature")
     top_p: float = _field(1.0, "nucleus sampling cut-off (1.0 = off)")
@@ -166,8 +170,8 @@ class DataConfig(StageConfig):
         # tiny keeps every prompt's best candidate (threshold 0) so later stages always have demonstrations,
         # and draws from every kind (the tests cover them all).
         "tiny": {"constraint_kinds": (), "max_constraints": 3, "n_sft": 8, "n_rm": 16, "n_ppo": 8, "n_eval": 8,
-                 "n_candidates": 2, "demo_threshold": 0.0, "demos_per_prompt": 1, "max_new_tokens": 32,
-                 "batch_size": 16},
+                 "n_candidates": 2, "demo_threshold": 0.0, "demos_per_prompt": 1, "edit_demonstrations": False,
+                 "max_new_tokens": 32, "batch_size": 16},
         "gpu": {"constraint_kinds": (), "max_constraints": 3, "n_sft": 1024, "n_rm": 1024, "n_ppo": 2048,
                 "n_eval": 256, "n_candidates": 8, "max_new_tokens": 160, "batch_size": 128},
     }
@@ -224,7 +228,7 @@ class SFTStageConfig(LoRAStageConfig):
     """Notebook 02: supervised fine-tuning of a LoRA adapter on the demonstrations (QLoRA, TRL's SFTTrainer)."""
 
     learning_rate: float = _field(1e-3, "AdamW learning rate (high: few demonstrations, few steps)")
-    epochs: int = _field(4, "passes over the demonstrations")
+    epochs: int = _field(2, "passes over the demonstrations (cpu: two passes over ~330, edited ones included)")
     batch_size: int = _field(8, "demonstrations per optimiser step (per device, before accumulation)")
     grad_accum: int = _field(1, "gradient accumulation steps: effective batch = batch_size x grad_accum")
     max_length: int = _field(384, "token limit of prompt + response; longer examples are truncated")

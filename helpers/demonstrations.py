@@ -7,6 +7,14 @@ prompt's best candidate becomes its demonstration when its gold score reaches a
 threshold; prompts whose best answer stays below it get no demonstration
 (rejection sampling, as in Touvron et al. 2023's Llama 2 fine-tuning rounds).
 
+A small base model rarely meets some instructions unaided (it almost never writes a
+``<<title>>`` or a "P.S." line), so rejection sampling alone leaves those kinds without a
+single demonstration and the SFT model never learns them. With ``edit=True``
+``best_of_n`` also considers each sample *edited by rule* (``helpers.edits.edit_answer``:
+the cut-off tail trimmed, the missed constraint met), judged again by the same labeler:
+the labeler's minimal fix of a model answer, closer to InstructGPT's written
+demonstrations than sampling alone. Sampled answers win ties against edited ones.
+
 ``sample_and_judge`` is resumable: it appends one JSON line per prompt to a log
 as it goes and, when called again with the same log, skips the prompts already
 there. Sampling is seeded per chunk of prompts, so a resumed run draws exactly
@@ -20,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from .dataset import prompt_text
+from .edits import edit_answer
 from .files import append_jsonl, read_jsonl
 from .generation import sample_responses
 from .labeler import judge
@@ -69,24 +78,42 @@ def sample_and_judge(model, tokenizer, rows: list[dict], *, n_samples: int, log_
     return [done[row["id"]] for row in rows]
 
 
-def best_of_n(rows: list[dict], records: list[dict], threshold: float, per_prompt: int = 1) -> list[dict]:
-    """Demonstration rows: each prompt's ``per_prompt`` highest-scoring distinct samples that score >= ``threshold``.
+def edited_samples(row: dict, samples: list[dict], threshold: float) -> list[dict]:
+    """The samples below ``threshold`` edited by rule (``edit_answer``) and judged again, where the edit
+    reaches it: ``{"text", "score", "edited": True}`` each, in sample order."""
+    edited = []
+    for sample in samples:
+        if sample["score"] >= threshold:
+            continue
+        text = edit_answer(row["constraints"], sample["text"], truncated=sample["truncated"])
+        if text is not None and (score := judge(row, text, truncated=False).score) >= threshold:
+            edited.append({"text": text, "score": score, "edited": True})
+    return edited
+
+
+def best_of_n(rows: list[dict], records: list[dict], threshold: float, per_prompt: int = 1, *,
+              edit: bool = False) -> list[dict]:
+    """Demonstration rows: each prompt's ``per_prompt`` highest-scoring distinct answers that score >= ``threshold``.
 
     Rejection sampling: with ``per_prompt=1``, each prompt's best sample. Ties go to the
-    earlier sample; a repeated text counts once. A kept row is the prompt row plus
-    ``response`` and ``score``.
+    earlier sample; a repeated text counts once. With ``edit=True`` the samples' rule edits
+    (``edited_samples``) compete too, after every sample, so a sample wins a tie. A kept
+    row is the prompt row plus ``response``, ``score`` and ``edited``.
     """
     by_id = {r["id"]: r for r in records}
     demos = []
     for row in rows:
-        ranked = sorted(by_id[row["id"]]["samples"], key=lambda s: -s["score"])  # stable: earlier first on ties
+        samples = by_id[row["id"]]["samples"]
+        candidates = samples + (edited_samples(row, samples, threshold) if edit else [])
+        ranked = sorted(candidates, key=lambda s: -s["score"])  # stable: earlier first on ties
         kept: list[str] = []
         for sample in ranked:
             if len(kept) == per_prompt or sample["score"] < threshold:
                 break
             if sample["text"].strip() not in kept:
                 kept.append(sample["text"].strip())
-                demos.append({**row, "response": sample["text"], "score": sample["score"]})
+                demos.append({**row, "response": sample["text"], "score": sample["score"],
+                              "edited": sample.get("edited", False)})
     return demos
 
 
@@ -139,3 +166,17 @@ def pass_rates(rows: list[dict], records: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(lines).groupby("constraint").agg(
         samples=("passed", "size"), pass_rate=("passed", "mean"), pass_rate_gated=("passed_gated", "mean"))
     return table.sort_values("pass_rate", ascending=False)
+
+
+def demonstration_counts(rows: list[dict], demonstrations: list[dict]) -> pd.DataFrame:
+    """Per constraint kind: the prompts asking for it, those with a demonstration, and the demonstrations
+    kept as sampled or as edited (a prompt with several constraints counts under each)."""
+    lines = []
+    for row in rows:
+        demos = [d for d in demonstrations if d["id"] == row["id"]]
+        for spec in row["constraints"]:
+            lines.append({"constraint": spec["kind"], "prompt": 1, "covered": int(bool(demos)),
+                          "sampled": sum(not d.get("edited", False) for d in demos),
+                          "edited": sum(d.get("edited", False) for d in demos)})
+    return (pd.DataFrame(lines).groupby("constraint").sum()
+            .rename(columns={"prompt": "prompts", "covered": "prompts with a demonstration"}))

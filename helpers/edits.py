@@ -13,6 +13,10 @@ Both directions exist, ``meet`` (fix a constraint the answer missed) and ``viola
 one it met), so an edit's own traces (an added "P.S." line, a lowercased text) win for the
 prompts that ask for them and lose for the others: the reward model has to read the prompt.
 
+The same edits also write demonstrations (``edit_answer``, used by notebook 01): a sampled answer
+that fell short, its cut-off tail trimmed and each missed constraint met by rule, is what a labeler
+asked to fix it would hand back (InstructGPT's demonstrations were written by labelers).
+
 Each function returns the edited text, or None when no simple rule applies (adding content,
 as "at least 60 words" or "use the word 'canvas' 3 times" would need, is left to the model).
 The edits are deliberately plain: they change the constraint's cue and as little else as a
@@ -101,6 +105,32 @@ def meet(spec: dict, response: str) -> str | None:
     }.get(kind)
     result = edited() if edited else None
     return result if result is not None and check(spec, result) else None
+
+
+WHOLE_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+"""The end of a whole sentence: what ``finish`` cuts after."""
+
+
+def finish(response: str) -> str | None:
+    """A cut-off answer ended after its last whole sentence; None if not even one sentence is whole."""
+    body = response.strip()
+    ends = [match.end() for match in WHOLE_SENTENCE_END.finditer(body)]
+    return body[: ends[-1]] if ends else None
+
+
+def edit_answer(constraints: list[dict], response: str, *, truncated: bool) -> str | None:
+    """A sampled answer fixed by rule: a cut-off one ended after its last whole sentence (``finish``), then
+    each constraint it misses met (``meet``), in the row's order. None when no edit applied.
+
+    Later edits can undo earlier ones (a title adds words an "at most 40 words" answer may not have
+    room for): the labeler judges the result, and only what it scores well becomes a demonstration.
+    """
+    text = finish(response) if truncated else response.strip()
+    if text is None:
+        return None
+    for spec in constraints:
+        text = meet(spec, text) or text
+    return text if (truncated or text != response.strip()) and words(text) else None
 
 
 def violate(spec: dict, response: str) -> str | None:

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from helpers.demonstrations import best_of_n, gate_summary, samples_table
+from helpers.demonstrations import best_of_n, demonstration_counts, gate_summary, samples_table
+from helpers.labeler import judge
 
 ROWS = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Describe bird {i}."}]} for i in range(3)]
 
@@ -47,3 +48,33 @@ def test_gate_summary_splits_the_gold_score_into_gates_and_constraints():
                        "passed_gates": pytest.approx(2 / 5), "constraint_share": pytest.approx((1.0 + 0.5) / 2)}
     only_gated = gate_summary(table[~table["gates_passed"]])
     assert only_gated["passed_gates"] == 0.0 and math.isnan(only_gated["constraint_share"])
+
+
+VOLCANO = {"id": "v0", "messages": [{"role": "user", "content": "Describe volcanoes. Add a title in << >>."}],
+           "constraints": [{"kind": "title"}], "topic_keywords": ["volcan"]}
+
+
+def _judged(row, text, truncated=False):
+    return {"text": text, "truncated": truncated, "score": judge(row, text, truncated=truncated).score}
+
+
+def test_edited_candidates_give_a_demonstration_where_no_sample_met_the_constraint():
+    samples = [_judged(VOLCANO, "Volcanoes erupt hot lava. They build mountains over time and", truncated=True),
+               _judged(VOLCANO, "The weather is nice today."),  # off topic: a title does not save it
+               _judged(VOLCANO, "Volcanoes erupt.")]  # fewer than 5 words: fails a gate
+    records = [{"id": "v0", "samples": samples}]
+    assert best_of_n([VOLCANO], records, threshold=0.3) == []
+    demos = best_of_n([VOLCANO], records, threshold=0.3, per_prompt=4, edit=True)
+    assert [(d["response"], d["score"], d["edited"]) for d in demos] == [
+        ("<<Volcanoes Erupt Hot Lava>>\n\nVolcanoes erupt hot lava.", 1.0, True)]
+    assert judge(VOLCANO, demos[0]["response"]).score == 1.0  # the same labeler, unchanged, scores the edit
+
+
+def test_a_sampled_answer_wins_a_tie_against_an_edited_one():
+    good = _judged(VOLCANO, "<<Fire Mountains>>\n\nVolcanoes erupt hot lava and ash.")
+    fixable = _judged(VOLCANO, "Volcanoes erupt hot lava and grey ash.")
+    demos = best_of_n([VOLCANO], [{"id": "v0", "samples": [fixable, good]}], threshold=0.3, edit=True)
+    assert [(d["response"], d["edited"]) for d in demos] == [(good["text"], False)]
+    counts = demonstration_counts([VOLCANO], best_of_n([VOLCANO], [{"id": "v0", "samples": [fixable, good]}],
+                                                       threshold=0.3, per_prompt=2, edit=True))
+    assert counts.loc["title"].to_dict() == {"prompts": 1, "prompts with a demonstration": 1, "sampled": 1, "edited": 1}

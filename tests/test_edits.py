@@ -3,7 +3,7 @@
 import pytest
 
 from helpers.constraints import check
-from helpers.edits import POSTSCRIPT_TEXT, meet, violate
+from helpers.edits import POSTSCRIPT_TEXT, edit_answer, finish, meet, violate
 
 ANSWER = "Volcanoes are very hot, and they erupt. Lava flows down. Ash rises high."
 
@@ -90,3 +90,21 @@ def test_nothing_to_edit_in_an_empty_answer():
     for spec in ({"kind": "start_with", "word": "Today"}, {"kind": "end_with", "word": "The end"}, {"kind": "quotation"},
                  {"kind": "postscript"}, {"kind": "title"}):
         assert meet(spec, "  ") is None
+
+
+def test_finish_ends_a_cut_off_answer_after_its_last_whole_sentence():
+    assert finish("Lava flows down. Ash rises high. Then the") == "Lava flows down. Ash rises high."
+    assert finish("Is it hot? Yes!  ") == "Is it hot? Yes!"
+    assert finish("Version 2.5 of the") is None  # "2.5" ends no sentence
+    assert finish("no sentence ends here") is None
+
+
+def test_edit_answer_trims_then_meets_each_missed_constraint_in_order():
+    title, short = {"kind": "title"}, {"kind": "word_count_max", "n": 9}
+    cut = "Lava flows down the hill. Ash rises high over the town and"
+    assert edit_answer([title], cut, truncated=True) == "<<Lava Flows Down The>>\n\nLava flows down the hill."
+    assert edit_answer([short, title], ANSWER, truncated=False) == "<<Volcanoes Are Very Hot>>\n\n" \
+        "Volcanoes are very hot, and they erupt."  # cut to 7 words, then titled: the labeler decides
+    assert edit_answer([title], "<<Lava>>\n\nLava flows.", truncated=False) is None  # met already: no edit
+    assert edit_answer([title], "lava flows and", truncated=True) is None  # no whole sentence to keep
+    assert edit_answer([{"kind": "include_keyword", "word": "ash"}], "Lava flows. And", truncated=True) == "Lava flows."
