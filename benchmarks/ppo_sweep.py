@@ -7,8 +7,10 @@ Each try trains notebook 04's loop (``helpers.ppo.train_ppo``, the same roles an
 run's ``cpu``/``gpu``/``tiny`` PPO profile plus the ``--set`` overrides, in
 ``<run-dir>/ppo-sweep/<name>/`` (resumable like notebook 04: re-running an interrupted try goes on
 from its last checkpoint). Then, as notebook 04's evaluation cell does, the policy answers every
-evaluation prompt once and the gold score, win rate against the stored SFT answers, KL and length are
-written to ``<name>/result.json`` and appended to ``ppo-sweep/results.jsonl``. A finished try is
+evaluation prompt once and ``helpers.evaluation.ppo_vs_sft`` compares it with the stored SFT answers
+(gold score, gain and win rate with paired intervals, length, EOS rate, the labeler's gates, pass rates
+per constraint kind; under ``eval``, in the keys of notebook 04's ``meta.json``), written to
+``<name>/result.json`` and appended to ``ppo-sweep/results.jsonl``. A finished try is
 printed, not retrained: pick a new ``--name`` to try again. Generated data only (the gold labeler).
 
 ``--reward-model DIR`` trains against another reward model, such as one that
@@ -20,7 +22,7 @@ gold score, put on about the reward model's normalised scale (offset and scale f
 of notebook 03's SFT answers). That is the oracle of Gao et al. (2022): it shows how far this loop,
 with these settings, can move the gold score when its reward is right, so that a gap between it and
 a reward-model try is the reward model's doing. The reward model (the run's, or ``--reward-model``)
-still initialises the value head and gives ``mean_reward``, its score of the evaluation answers.
+still initialises the value head and gives ``reward``, its score of the evaluation answers.
 """
 
 from __future__ import annotations
@@ -61,14 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from helpers.adapters import switch_adapter
     from helpers.dataset import load_split
-    from helpers.demonstrations import gate_summary, pass_rates, sample_and_judge, samples_table
+    from helpers.evaluation import contender_answers, ppo_vs_sft, records_for
     from helpers.labeler import gold_scores
     from helpers.models import load_tokenizer
     from helpers.ppo import train_ppo
     from helpers.ppo_roles import load_ppo_roles
-    from helpers.stats import bootstrap_mean_ci, paired_comparison
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,27 +92,14 @@ def main(argv: list[str] | None = None) -> dict:
     train_seconds = time.time() - started
 
     eval_rows = load_split(run_dir / "data", "eval")
-    switch_adapter(roles.model, "policy")
-    records = sample_and_judge(roles.model, tokenizer, eval_rows, n_samples=1, log_path=out / "eval_samples.jsonl",
-                               desc="policy on eval", max_new_tokens=data_cfg.max_new_tokens,
-                               temperature=data_cfg.temperature, top_p=data_cfg.top_p,
-                               batch_size=data_cfg.batch_size, seed=data_cfg.seed)
-    ppo = samples_table(eval_rows, records)
-    sft_records = read_jsonl(run_dir / "sft" / "sft_eval_samples.jsonl")
-    sft = samples_table(eval_rows, sft_records)
-    mean, low, high = bootstrap_mean_ci(ppo["score"])
-    versus = paired_comparison(ppo["score"], sft["score"])  # prompt by prompt: the same evaluation prompts
-    result = {"name": args.name, "overrides": parse_overrides(args.set),
-              **chosen_reward, "gold": mean, "ci95": [low, high],
-              "sft_gold": float(sft["score"].mean()),
-              "gain_vs_SFT": versus["gain"], "gain_ci95": [versus["gain_ci95_low"], versus["gain_ci95_high"]],
-              "win_rate_vs_SFT": versus["win_rate"], "win_ci95": [versus["win_ci95_low"], versus["win_ci95_high"]],
-              "final_kl": metrics[-1]["kl"], "mean_tokens": float(ppo["n_tokens"].mean()),
-              "cut_off": float(ppo["truncated"].mean()),
-              "mean_reward": float(reward_model_reward(eval_rows, ppo["response"].tolist()).mean()),
-              "labeler": gate_summary(ppo), "sft_labeler": gate_summary(sft),  # gold ~= gates x constraints
-              "pass_rates": pass_rates(eval_rows, records)["pass_rate"].round(3).to_dict(),  # per constraint kind
-              "sft_pass_rates": pass_rates(eval_rows, sft_records)["pass_rate"].round(3).to_dict(),
+    sampling = {"max_new_tokens": data_cfg.max_new_tokens, "temperature": data_cfg.temperature,
+                "top_p": data_cfg.top_p, "batch_size": data_cfg.batch_size, "seed": data_cfg.seed}
+    records = contender_answers(roles.model, tokenizer, eval_rows, "policy", 1, out / "eval_samples.jsonl",
+                                True, sampling, "policy on eval")
+    sft_records = records_for(eval_rows, run_dir / "sft" / "sft_eval_samples.jsonl")
+    summary, _ = ppo_vs_sft(eval_rows, records, sft_records, reward_model_reward, final_kl=metrics[-1]["kl"])
+    result = {"name": args.name, "overrides": parse_overrides(args.set), **chosen_reward,
+              "eval": summary,  # {"SFT": row, "PPO": row}, notebook 04's keys: gold, gain_vs_sft, labeler, ...
               "episodes": len(metrics) * cfg.batch_size, "train_seconds": round(train_seconds, 1)}
     return finish_try(out, result)
 

@@ -23,6 +23,9 @@ the SFT model:
 The **over-optimisation curve** (Gao et al., 2022) plots gold and reward-model score against
 sqrt(KL): where the proxy keeps rising while the gold score falls, the policy is exploiting
 the reward model rather than getting better.
+
+Every headline row comes from ``summarize``, in one set of keys; ``ppo_vs_sft`` is its short form for
+one policy against SFT, as notebook 04 and ``benchmarks/ppo_sweep.py`` report it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .adapters import reward_scores, switch_adapter
-from .demonstrations import sample_and_judge
+from .demonstrations import gate_summary, pass_rates, sample_and_judge, samples_table
 from .files import read_jsonl
 from .generation import render_prompts
 from .stats import (bootstrap_mean_ci, grouped_comparison, spearman, win_rate, within_prompt_agreement,
@@ -373,6 +376,56 @@ def summarize(table: pd.DataFrame, sft: pd.DataFrame | None, measure: str) -> di
                     "win_ci95_high": versus["win_ci95_high"], "gain_vs_sft": versus["gain"],
                     "gain_ci95_low": versus["gain_ci95_low"], "gain_ci95_high": versus["gain_ci95_high"]})
     return row
+
+
+def ppo_vs_sft(rows: list[dict], policy_records: list[dict], sft_records: list[dict], reward_fn,
+               final_kl: float | None = None) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
+    """Did PPO help? The policy's answers against the SFT model's on the same evaluation prompts, in
+    ``summarize``'s keys: notebook 04's section 5 and each try of ``benchmarks/ppo_sweep.py``.
+
+    ``policy_records`` and ``sft_records`` are ``sample_and_judge``'s records for ``rows`` (one or
+    more answers per prompt); ``reward_fn(rows, texts)`` gives the reward model's normalised score of
+    each answer, (n,). Each side becomes one line per answer (``answers_table`` plus ``reward`` and
+    ``kl`` to SFT: 0 for SFT itself, unknown for the policy, whose log-probabilities are not computed
+    here; notebook 06 estimates it), and ``summarize`` makes it a row: mean with a bootstrap 95 % CI
+    over prompts, and for the policy the gain and win rate against SFT, prompt by prompt, with paired
+    intervals (a tie counts half). Judged records are measured by their ``gold`` score; unjudged ones
+    (real data: no simulated labeler) by the reward model's, ``reward``.
+
+    Returns ``(summary, tables)``, each keyed ``"SFT"`` and ``"PPO"``; ``tables`` holds the lines.
+    A row of ``summary`` has ``prompts, answers, reward, kl, tokens, eos_rate`` and the measure with
+    ``ci95_low, ci95_high``; PPO's adds ``gain_vs_sft, gain_ci95_low, gain_ci95_high, win_rate_vs_sft,
+    win_ci95_low, win_ci95_high``, and ``final_kl`` when given (the KL to SFT on the last training
+    batch, as ``train_ppo`` logged it). Judged rows add ``labeler`` (``gate_summary``: where the mean
+    gold score comes from) and ``pass_rates`` (per constraint kind, the constraint alone). An unknown
+    number is None, not NaN, so a row goes into ``meta.json`` or a ``results.jsonl`` line as it is.
+    """
+    judged = {all("score" in s for r in records for s in r["samples"]) for records in (policy_records, sft_records)}
+    if len(judged) != 1:
+        raise ValueError("ppo_vs_sft: one side's answers are judged and the other's are not; compare like with like")
+    measure = "gold" if judged.pop() else "reward"
+    row_of = {row["id"]: row for row in rows}
+    tables, summary = {}, {}
+    for name, records, kl in (("SFT", sft_records, 0.0), ("PPO", policy_records, float("nan"))):
+        table = answers_table(rows, records)
+        table["reward"] = [float(r) for r in reward_fn([row_of[i] for i in table["id"]], table["response"].tolist())]
+        table["kl"] = kl
+        tables[name] = table
+        row = summarize(table, tables["SFT"] if name == "PPO" else None, measure)
+        if measure == "gold":
+            row["labeler"] = gate_summary(samples_table(rows, records))
+            row["pass_rates"] = pass_rates(rows, records)["pass_rate"].round(3).to_dict()
+        summary[name] = row
+    if final_kl is not None:
+        summary["PPO"]["final_kl"] = float(final_kl)
+    return {name: _known(row) for name, row in summary.items()}, tables
+
+
+def _known(value):
+    """``value`` with every NaN, an unknown number, replaced by None (inside dicts too): JSON has no NaN."""
+    if isinstance(value, dict):
+        return {key: _known(v) for key, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def pass_rate_matrix(rows: list[dict], contenders: dict[str, list[dict]]) -> pd.DataFrame:

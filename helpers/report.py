@@ -38,6 +38,46 @@ def oracle_tries(run_dir: str | Path) -> list[dict]:
     return [result for result in tries if result.get("reward") == "gold"]
 
 
+OLD_SWEEP_KEYS = {"PPO": {"gold": "gold", "gain_vs_sft": "gain_vs_SFT", "win_rate_vs_sft": "win_rate_vs_SFT",
+                          "final_kl": "final_kl", "tokens": "mean_tokens", "reward": "mean_reward",
+                          "labeler": "labeler", "pass_rates": "pass_rates"},
+                  "SFT": {"gold": "sft_gold", "labeler": "sft_labeler", "pass_rates": "sft_pass_rates"}}
+"""Where a PPO sweep result written before ``helpers.evaluation.ppo_vs_sft`` (up to commit 59edfea) kept each
+of its fields, by contender: new key -> old key. Intervals were pairs (``ci95``, ``gain_ci95``, ``win_ci95``)
+and ``cut_off`` the share without EOS."""
+
+
+def sweep_eval(result: dict) -> dict[str, dict]:
+    """A PPO sweep try's ``{"SFT": row, "PPO": row}`` in ``ppo_vs_sft``'s keys (gold, gain_vs_sft, ...).
+
+    A try written by older code has flat keys instead (``gold``, ``sft_gold``, ``gain_vs_SFT``,
+    ``gain_ci95: [low, high]``, ...); they are read into the same keys, so old run folders still render.
+    """
+    if "eval" in result:
+        return result["eval"]
+    rows = {name: {new: result[old] for new, old in keys.items() if old in result}
+            for name, keys in OLD_SWEEP_KEYS.items()}
+    for prefix, old in (("", "ci95"), ("gain_", "gain_ci95"), ("win_", "win_ci95")):
+        if old in result:
+            rows["PPO"][f"{prefix}ci95_low"], rows["PPO"][f"{prefix}ci95_high"] = result[old]
+    if "cut_off" in result:
+        rows["PPO"]["eos_rate"] = 1.0 - result["cut_off"]
+    return rows
+
+
+def oracle_table(tries: list[dict]) -> pd.DataFrame:
+    """One line per oracle try (``oracle_tries``), by name: episodes, its gold score and SFT's, the gain and
+    win rate against SFT with their paired 95 % intervals, and the KL to SFT at the end of training."""
+    lines = {}
+    for result in tries:
+        evaluated = sweep_eval(result)
+        ppo, sft = evaluated["PPO"], evaluated["SFT"]
+        lines[result["name"]] = {"episodes": result["episodes"], "gold": ppo["gold"], "SFT gold": sft["gold"],
+                                 **{key: ppo.get(key) for key in ("gain_vs_sft", "gain_ci95_low", "gain_ci95_high",
+                                                                  "win_rate_vs_sft", "final_kl")}}
+    return pd.DataFrame.from_dict(lines, orient="index")
+
+
 def collect(run_dir: str | Path) -> dict:
     """What the report shows: the run record, each finished stage's meta, the PPO metric log, the oracle tries."""
     run_dir = Path(run_dir)
@@ -145,11 +185,13 @@ def _oracle_lines(info: dict) -> list[str]:
     """One line per PPO try against the gold labeler itself: the ceiling for the learned reward model."""
     lines = []
     for result in info.get("oracle", []):
-        low, high = result["gain_ci95"]
+        evaluated = sweep_eval(result)  # a result of older code is read into the same keys
+        ppo, sft = evaluated["PPO"], evaluated["SFT"]
         lines.append(f"- ceiling: PPO against the gold labeler itself (`ppo_sweep.py --reward gold`, try "
                      f"`{result['name']}`, {result['episodes']} episodes, one answer per prompt): gold "
-                     f"{result['gold']:.3f} vs SFT {result['sft_gold']:.3f}, gain {result['gain_vs_SFT']:+.3f} "
-                     f"(95 % CI {low:+.3f} to {high:+.3f}), KL {result['final_kl']:.1f}")
+                     f"{ppo['gold']:.3f} vs SFT {sft['gold']:.3f}, gain {ppo['gain_vs_sft']:+.3f} "
+                     f"(95 % CI {ppo['gain_ci95_low']:+.3f} to {ppo['gain_ci95_high']:+.3f}), "
+                     f"KL {ppo['final_kl']:.1f}")
     return lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from helpers.evaluation import (accuracy_by_reason, answers_table, batches_by_length, best_of_n_choice, best_of_n_kl,
-                                merge_answers, pass_rate_matrix, pick_samples, reward_model_check, summarize,
-                                win_reason)
+                                merge_answers, pass_rate_matrix, pick_samples, ppo_vs_sft, reward_model_check,
+                                summarize, win_reason)
 from helpers.files import write_json, write_jsonl
+from helpers.stats import bootstrap_mean_ci, paired_comparison
 
 
 def test_best_of_n_kl_closed_form():
@@ -104,6 +106,68 @@ def test_summarize_with_several_answers_per_prompt_counts_each_prompt_once():
     assert row["gain_vs_sft"] == pytest.approx(((0.4 - 0.4) + (0.1 - 0.5)) / 2)
     assert row["eos_rate"] == pytest.approx(3 / 4)  # per answer
 
+
+
+EVAL_ROWS = [{"id": p, "messages": [{"role": "user", "content": f"Describe {p}, in lowercase."}]} for p in "abcd"]
+
+
+def _one_answer(prompt, text, score, truncated=False, lowercase=True):
+    """A record as ``sample_and_judge`` stores it: one judged answer to ``prompt``."""
+    return {"id": prompt, "samples": [{"text": text, "n_tokens": len(text.split()), "truncated": truncated,
+                                       "score": score, "constraints": {"lowercase": lowercase},
+                                       "gates": {"on_topic": True, "finished": not truncated}}]}
+
+
+def _words_plus_ten_for_a(rows, texts):
+    """A stand-in reward model: the answer's word count, plus 10 on prompt a (so the prompt must be the right one)."""
+    return torch.tensor([len(t.split()) + (10.0 if r["id"] == "a" else 0.0) for r, t in zip(rows, texts)])
+
+
+def test_ppo_vs_sft_gives_both_rows_in_summarizes_keys_with_the_gain_by_hand():
+    sft = [_one_answer("a", "one", 0.5), _one_answer("b", "two words", 0.5), _one_answer("c", "x y z", 0.2),
+           _one_answer("d", "cut off", 0.0, truncated=True, lowercase=False)]
+    ppo = [_one_answer("d", "four words of text", 0.25, truncated=True),  # rows set the order, not records
+           _one_answer("c", "short", 0.0, lowercase=False), _one_answer("b", "two more", 0.5),
+           _one_answer("a", "a better answer", 1.0)]
+    summary, tables = ppo_vs_sft(EVAL_ROWS, ppo, sft, _words_plus_ten_for_a, final_kl=3.5)
+    assert set(summary) == set(tables) == {"SFT", "PPO"}
+    row, base = summary["PPO"], summary["SFT"]
+    assert row["gold"] == pytest.approx((1.0 + 0.5 + 0.0 + 0.25) / 4) and base["gold"] == pytest.approx(1.2 / 4)
+    # per prompt PPO - SFT: a +0.5, b 0 (a tie), c -0.2, d +0.25; wins: a, d, half of b
+    assert row["gain_vs_sft"] == pytest.approx((0.5 + 0.0 - 0.2 + 0.25) / 4)
+    assert row["win_rate_vs_sft"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert row["reward"] == pytest.approx((13 + 2 + 1 + 4) / 4)  # words, + 10 on prompt a
+    assert base["reward"] == pytest.approx((11 + 2 + 3 + 2) / 4)
+    assert (row["tokens"], row["eos_rate"], base["eos_rate"]) == pytest.approx((2.5, 0.75, 0.75))
+    assert (base["kl"], row["kl"], row["final_kl"]) == (0.0, None, 3.5)  # PPO's KL on eval answers: not measured here
+    assert row["labeler"] == {"answers": 4, "on_topic": 1.0, "finished": 0.75, "passed_gates": 0.75,
+                              "constraint_share": pytest.approx(2 / 3)}
+    assert (row["pass_rates"], base["pass_rates"]) == ({"lowercase": 0.75}, {"lowercase": 0.75})
+    assert not {"gain_vs_sft", "win_rate_vs_sft", "final_kl"} & set(base)
+    # one answer per prompt: the same intervals as the bootstrap and the paired comparison of the answers
+    golds = tables["PPO"]["gold"].tolist()
+    assert golds == [1.0, 0.5, 0.0, 0.25] and tables["SFT"]["id"].tolist() == ["a", "b", "c", "d"]
+    assert (row["gold"], row["ci95_low"], row["ci95_high"]) == bootstrap_mean_ci(golds)
+    versus = paired_comparison(golds, tables["SFT"]["gold"])
+    assert (row["gain_ci95_low"], row["gain_ci95_high"]) == (versus["gain_ci95_low"], versus["gain_ci95_high"])
+    assert (row["win_ci95_low"], row["win_ci95_high"]) == (versus["win_ci95_low"], versus["win_ci95_high"])
+    json.dumps(summary, allow_nan=False)  # goes into meta.json and results.jsonl as it is
+
+
+def test_ppo_vs_sft_measures_unjudged_answers_by_the_reward_model():
+    def unjudged(prompt, text):
+        return {"id": prompt, "samples": [{"text": text, "n_tokens": len(text.split()), "truncated": False}]}
+
+    rows = EVAL_ROWS[:2]
+    summary, _ = ppo_vs_sft(rows, [unjudged("a", "x"), unjudged("b", "x y z")],
+                            [unjudged("a", "x y"), unjudged("b", "x y z")], _words_plus_ten_for_a)
+    row = summary["PPO"]
+    assert row["reward"] == pytest.approx((11 + 3) / 2) and row["gain_vs_sft"] == pytest.approx((-1 + 0) / 2)
+    assert row["win_rate_vs_sft"] == pytest.approx((0 + 0.5) / 2)  # a loses by a word, b ties
+    assert not {"gold", "labeler", "pass_rates", "final_kl"} & set(row)
+    with pytest.raises(ValueError, match="one side's answers are judged"):
+        ppo_vs_sft(rows, [unjudged("a", "x"), unjudged("b", "y")],
+                   [_one_answer("a", "x", 1.0), _one_answer("b", "y", 0.0)], _words_plus_ten_for_a)
 
 def test_pass_rate_matrix_counts_each_kind_per_contender():
     rows = [{"id": "a"}, {"id": "b"}]
@@ -241,17 +305,31 @@ def test_report_gives_the_machine_and_the_precision_beside_the_times(tmp_path):
 
 def test_report_leads_with_the_recipe_and_gives_the_oracle_ceiling(tmp_path):
     from helpers.files import read_json
-    from helpers.report import oracle_tries, write_report
+    from helpers.report import oracle_table, oracle_tries, sweep_eval, write_report
 
     _fake_run(tmp_path)
     meta = read_json(tmp_path / "eval" / "meta.json")
     meta["headline"]["base"] = {"prompts": 4, "gold": 0.125, "ci95_low": 0.0, "ci95_high": 0.25, "kl": 9.0}
     write_json(tmp_path / "eval" / "meta.json", meta)
-    oracle = {"name": "oracle", "reward": "gold", "gold": 0.5, "sft_gold": 0.25, "gain_vs_SFT": 0.25,
-              "gain_ci95": [0.1, 0.4], "final_kl": 7.25, "episodes": 1024}
+    oracle = {"name": "oracle", "reward": "gold", "episodes": 1024, "eval": {
+        "SFT": {"gold": 0.25, "kl": 0.0},
+        "PPO": {"gold": 0.5, "gain_vs_sft": 0.25, "gain_ci95_low": 0.1, "gain_ci95_high": 0.4, "win_rate_vs_sft": 0.75,
+                "final_kl": 7.25}}}
+    older = {"name": "old", "reward": "gold", "gold": 0.375, "ci95": [0.25, 0.5], "sft_gold": 0.25,  # before ppo_vs_sft
+             "gain_vs_SFT": 0.125, "gain_ci95": [-0.1, 0.3], "win_rate_vs_SFT": 0.5, "win_ci95": [0.3, 0.7],
+             "cut_off": 0.25, "final_kl": 3.0, "episodes": 256}
     write_json(tmp_path / "ppo-sweep" / "oracle" / "result.json", oracle)
+    write_json(tmp_path / "ppo-sweep" / "old" / "result.json", older)
     write_json(tmp_path / "ppo-sweep" / "seed1" / "result.json", {**oracle, "name": "seed1", "reward": None})
-    assert [t["name"] for t in oracle_tries(tmp_path)] == ["oracle"]  # reward-model tries are not the ceiling
+    assert [t["name"] for t in oracle_tries(tmp_path)] == ["old", "oracle"]  # reward-model tries are not the ceiling
+    assert sweep_eval(older) == {
+        "PPO": {"gold": 0.375, "ci95_low": 0.25, "ci95_high": 0.5, "gain_vs_sft": 0.125, "gain_ci95_low": -0.1,
+                "gain_ci95_high": 0.3, "win_rate_vs_sft": 0.5, "win_ci95_low": 0.3, "win_ci95_high": 0.7,
+                "eos_rate": 0.75, "final_kl": 3.0},
+        "SFT": {"gold": 0.25}}
+    table = oracle_table(oracle_tries(tmp_path))
+    assert table.loc["old"].tolist() == [256, 0.375, 0.25, 0.125, -0.1, 0.3, 0.5, 3.0]
+    assert table.loc["oracle", "gain_ci95_high"] == 0.4 and table.loc["oracle", "SFT gold"] == 0.25
     write_report(tmp_path, static_images=False)
     summary = (tmp_path / "report.md").read_text()
     assert ("- the recipe, step by step (gold, 95 % CI): base 0.125 (0.000-0.250) → SFT 0.250 (0.100-0.400) → "
@@ -259,6 +337,8 @@ def test_report_leads_with_the_recipe_and_gives_the_oracle_ceiling(tmp_path):
     assert ("- ceiling: PPO against the gold labeler itself (`ppo_sweep.py --reward gold`, try `oracle`, 1024 "
             "episodes, one answer per prompt): gold 0.500 vs SFT 0.250, gain +0.250 (95 % CI +0.100 to +0.400), "
             "KL 7.2") in summary
+    assert ("try `old`, 256 episodes, one answer per prompt): gold 0.375 vs SFT 0.250, gain +0.125 (95 % CI -0.100 "
+            "to +0.300), KL 3.0") in summary  # a result.json of older code still renders
 
 
 def test_learning_curve_smooths_and_finds_where_gold_peaks():
