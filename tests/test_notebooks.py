@@ -81,7 +81,9 @@ def test_notebook_01_builds_the_dataset(tiny_run):
 
     text, mimes = _outputs(tiny_run / "notebooks" / "01_instruction_data.ipynb")
     assert f"mean gold score on {cfg.n_eval} evaluation prompts: {base['mean_gold']:.3f}" in text
-    assert f"Kept {cfg.n_sft} demonstrations for {cfg.n_sft} of {cfg.n_sft} SFT prompts" in text
+    assert meta["demonstrations"]["edited"] == 0 and not cfg.edit_demonstrations  # tiny: sampled answers only
+    assert f"Kept {cfg.n_sft} demonstrations (0 of them edited) for {cfg.n_sft} of {cfg.n_sft} SFT prompts" in text
+    assert "prompts with a demonstration" in text  # the table per constraint kind
     assert mimes.count("application/vnd.plotly.v1+json") >= 2  # pass-rate bars, best-of-N histogram
 
 
