@@ -92,10 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_seconds = time.time() - started
 
     eval_rows = load_split(run_dir / "data", "eval")
-    sampling = {"max_new_tokens": data_cfg.max_new_tokens, "temperature": data_cfg.temperature,
-                "top_p": data_cfg.top_p, "batch_size": data_cfg.batch_size, "seed": data_cfg.seed}
     records = contender_answers(roles.model, tokenizer, eval_rows, "policy", 1, out / "eval_samples.jsonl",
-                                True, sampling, "policy on eval")
+                                True, data_cfg.sampling, "policy on eval")
     sft_records = records_for(eval_rows, run_dir / "sft" / "sft_eval_samples.jsonl")
     summary, _ = ppo_vs_sft(eval_rows, records, sft_records, reward_model_reward, final_kl=metrics[-1]["kl"])
     result = {"name": args.name, "overrides": parse_overrides(args.set), **chosen_reward,

@@ -198,6 +198,13 @@ class DataConfig(StageConfig):
     def split_sizes(self) -> dict[str, int]:
         return {"sft": self.n_sft, "rm": self.n_rm, "ppo": self.n_ppo, "eval": self.n_eval}
 
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """How every stage samples an answer to judge (base, SFT, reward-model comparisons, evaluation): the
+        keyword arguments of ``helpers.demonstrations.sample_and_judge`` and ``contender_answers``."""
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "batch_size": self.batch_size, "seed": self.seed}
+
 
 @dataclass(frozen=True)
 class LoRAStageConfig(StageConfig):

@@ -351,31 +351,50 @@ def implicit_preference_accuracies(model, tokenizer, pairs: list[dict], adapters
     return accuracy
 
 
-def summarize(table: pd.DataFrame, sft: pd.DataFrame | None, measure: str) -> dict:
+def summarize(table: pd.DataFrame, sft: pd.DataFrame | None, measure: str, versus: str = "sft") -> dict:
     """One headline row: mean of ``measure`` ('gold' or 'reward') with its 95 % CI, reward, KL, tokens and EOS
     rate; against ``sft``, prompt by prompt, the gain and the win rate with paired 95 % intervals
     (``helpers.stats.grouped_comparison``: every answer against every SFT answer to the same prompt).
 
-    ``table`` and ``sft`` hold one line per answer (columns id, gold, reward, kl, n_tokens, eos), one or
-    several per prompt. The mean and its interval are over prompts (each prompt's mean answer), so a
-    prompt counts once however many answers it has; the comparison uses the prompts both tables hold.
+    ``table`` and ``sft`` hold one line per answer (columns id, gold, n_tokens, eos, and reward and kl
+    where known), one or several per prompt. The mean and its interval are over prompts (each prompt's
+    mean answer), so a prompt counts once however many answers it has; the comparison uses the prompts
+    both tables hold. ``versus`` names the baseline in the keys (``gain_vs_sft``; notebook 02 compares
+    SFT with the base model: ``gain_vs_base``).
     """
     per_prompt = table.groupby("id", sort=False)[measure]
     prompt_means = per_prompt.mean()  # (prompts,)
     mean, low, high = bootstrap_mean_ci(prompt_means)
-    row = {"prompts": len(prompt_means), "answers": len(table), "reward": float(table["reward"].mean()),
-           "kl": float(table["kl"].mean()), "tokens": float(table["n_tokens"].mean()),
-           "eos_rate": float(table["eos"].mean())}
+    row = {"prompts": len(prompt_means), "answers": len(table)}
+    row.update({name: float(table[name].mean()) for name in ("reward", "kl") if name in table})
+    row.update({"tokens": float(table["n_tokens"].mean()), "eos_rate": float(table["eos"].mean())})
     row.update({measure: mean, "ci95_low": low, "ci95_high": high})  # 'reward' as the measure: over prompts too
     if sft is not None:
         baseline = sft.groupby("id", sort=False)[measure].apply(list)
         shared = [prompt for prompt in prompt_means.index if prompt in baseline.index]
         contender = per_prompt.apply(list)
-        versus = grouped_comparison([contender[p] for p in shared], [baseline[p] for p in shared])
-        row.update({"win_rate_vs_sft": versus["win_rate"], "win_ci95_low": versus["win_ci95_low"],
-                    "win_ci95_high": versus["win_ci95_high"], "gain_vs_sft": versus["gain"],
-                    "gain_ci95_low": versus["gain_ci95_low"], "gain_ci95_high": versus["gain_ci95_high"]})
+        result = grouped_comparison([contender[p] for p in shared], [baseline[p] for p in shared])
+        row.update({f"win_rate_vs_{versus}": result["win_rate"], "win_ci95_low": result["win_ci95_low"],
+                    "win_ci95_high": result["win_ci95_high"], f"gain_vs_{versus}": result["gain"],
+                    "gain_ci95_low": result["gain_ci95_low"], "gain_ci95_high": result["gain_ci95_high"]})
     return row
+
+
+def judged_row(rows: list[dict], records: list[dict], baseline: list[dict] | None = None,
+               versus: str = "base") -> dict:
+    """``summarize``'s row for answers the labeler judged, before any reward model exists (notebooks 01
+    and 02): gold with its 95 % CI over prompts, tokens, EOS rate, ``labeler`` (``gate_summary``) and
+    ``pass_rates`` per constraint kind; against ``baseline`` (judged records for the same ``rows``), the
+    gain and win rate with paired intervals, keyed ``gain_vs_<versus>``. NaN becomes None, for JSON."""
+    row = summarize(answers_table(rows, records), answers_table(rows, baseline) if baseline else None, "gold", versus)
+    return _known(row | labeler_fields(rows, records))
+
+
+def labeler_fields(rows: list[dict], records: list[dict]) -> dict:
+    """What a judged row adds: ``labeler`` (``gate_summary``: where the mean gold score comes from) and
+    ``pass_rates`` (per constraint kind, the constraint alone)."""
+    return {"labeler": gate_summary(samples_table(rows, records)),
+            "pass_rates": pass_rates(rows, records)["pass_rate"].round(3).to_dict()}
 
 
 def ppo_vs_sft(rows: list[dict], policy_records: list[dict], sft_records: list[dict], reward_fn,
@@ -412,10 +431,7 @@ def ppo_vs_sft(rows: list[dict], policy_records: list[dict], sft_records: list[d
         table["kl"] = kl
         tables[name] = table
         row = summarize(table, tables["SFT"] if name == "PPO" else None, measure)
-        if measure == "gold":
-            row["labeler"] = gate_summary(samples_table(rows, records))
-            row["pass_rates"] = pass_rates(rows, records)["pass_rate"].round(3).to_dict()
-        summary[name] = row
+        summary[name] = row | (labeler_fields(rows, records) if measure == "gold" else {})
     if final_kl is not None:
         summary["PPO"]["final_kl"] = float(final_kl)
     return {name: _known(row) for name, row in summary.items()}, tables

@@ -279,9 +279,8 @@ def sample_sft_answers(model_cfg: ModelConfig, data_cfg, k_samples: int, tokeniz
     if unsampled_prompts(rows, log_path):
         sampler = load_policy(model_cfg, adapter)
     return sample_and_judge(sampler, tokenizer, rows, n_samples=k_samples, log_path=log_path,
-                            desc=f"{k_samples} {who} answers per prompt", max_new_tokens=data_cfg.max_new_tokens,
-                            temperature=data_cfg.temperature, top_p=data_cfg.top_p, batch_size=data_cfg.batch_size,
-                            seed=data_cfg.seed + seed_offset)
+                            desc=f"{k_samples} {who} answers per prompt",
+                            **(data_cfg.sampling | {"seed": data_cfg.seed + seed_offset}))
 
 
 def base_candidates(data_dir: str | Path, cfg: RewardStageConfig) -> tuple[list[dict], list[dict]] | None:

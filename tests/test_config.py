@@ -21,6 +21,9 @@ def test_data_tiny_profile_values():
     assert cfg.split_sizes == {"sft": 8, "rm": 16, "ppo": 8, "eval": 8}
     assert (cfg.n_candidates, cfg.demo_threshold, cfg.max_new_tokens, cfg.batch_size) == (2, 0.0, 32, 16)
     assert cfg.source == "generated" and cfg.dataset is None and cfg.seed == 0
+    # one set of sampling settings for every stage that samples answers to judge
+    assert cfg.sampling == {"max_new_tokens": 32, "temperature": 1.0, "top_p": 1.0, "batch_size": 16, "seed": 0}
+    assert DataConfig.from_profile("tiny", seed=3, top_p=0.9).sampling | {"seed": 0, "top_p": 1.0} == cfg.sampling
 
 
 def test_data_cpu_profile_is_the_dataclass_defaults():

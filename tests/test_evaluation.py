@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from helpers.evaluation import (accuracy_by_reason, answers_table, batches_by_length, best_of_n_choice, best_of_n_kl,
-                                merge_answers, pass_rate_matrix, pick_samples, ppo_vs_sft, reward_model_check,
-                                summarize, win_reason)
+                                judged_row, merge_answers, pass_rate_matrix, pick_samples, ppo_vs_sft,
+                                reward_model_check, summarize, win_reason)
 from helpers.files import write_json, write_jsonl
 from helpers.stats import bootstrap_mean_ci, paired_comparison
 
@@ -168,6 +168,21 @@ def test_ppo_vs_sft_measures_unjudged_answers_by_the_reward_model():
     with pytest.raises(ValueError, match="one side's answers are judged"):
         ppo_vs_sft(rows, [unjudged("a", "x"), unjudged("b", "y")],
                    [_one_answer("a", "x", 1.0), _one_answer("b", "y", 0.0)], _words_plus_ten_for_a)
+
+def test_judged_row_compares_with_a_named_baseline_before_any_reward_model():
+    base = [_one_answer("a", "one", 0.0, lowercase=False), _one_answer("b", "two", 0.5),
+            _one_answer("c", "three", 0.5), _one_answer("d", "cut", 0.05, truncated=True)]
+    sft = [_one_answer(p, "better", score) for p, score in zip("abcd", (1.0, 0.5, 0.0, 1.0))]
+    alone, row = judged_row(EVAL_ROWS, base), judged_row(EVAL_ROWS, sft, baseline=base, versus="base")
+    assert alone["gold"] == pytest.approx(1.05 / 4) and row["gold"] == pytest.approx(2.5 / 4)
+    assert not {"reward", "kl", "gain_vs_base"} & set(alone)  # no reward model yet; nothing to compare with
+    # per prompt SFT - base: a +1, b 0 (a tie), c -0.5, d +0.95
+    assert row["gain_vs_base"] == pytest.approx((1.0 + 0.0 - 0.5 + 0.95) / 4)
+    assert row["win_rate_vs_base"] == pytest.approx((1 + 0.5 + 0 + 1) / 4) and "win_rate_vs_sft" not in row
+    assert (alone["eos_rate"], alone["labeler"]["finished"], alone["pass_rates"]) == (0.75, 0.75, {"lowercase": 0.75})
+    assert (row["gold"], row["ci95_low"], row["ci95_high"]) == bootstrap_mean_ci([1.0, 0.5, 0.0, 1.0])
+    json.dumps([alone, row], allow_nan=False)  # notebook 01 and 02 store them in meta.json as they are
+
 
 def test_pass_rate_matrix_counts_each_kind_per_contender():
     rows = [{"id": "a"}, {"id": "b"}]

@@ -74,13 +74,13 @@ def test_notebook_01_builds_the_dataset(tiny_run):
     demos = [json.loads(line) for line in (data / "demonstrations.jsonl").read_text().splitlines()]
     assert len(demos) == cfg.n_sft and all(d["response"].strip() for d in demos)
     base = meta["base_eval"]
-    assert 0.0 <= base["ci95"][0] <= base["mean_gold"] <= base["ci95"][1] <= 1.0
+    assert 0.0 <= base["ci95_low"] <= base["gold"] <= base["ci95_high"] <= 1.0  # helpers.evaluation.judged_row
     assert set(base["pass_rates"]) <= {c["kind"] for r in rows["eval"] for c in r["constraints"]}
     for name, entry in meta["files"].items():
         assert sha256(data / name) == entry["sha256"], f"{name} changed after meta.json was written"
 
     text, mimes = _outputs(tiny_run / "notebooks" / "01_instruction_data.ipynb")
-    assert f"mean gold score on {cfg.n_eval} evaluation prompts: {base['mean_gold']:.3f}" in text
+    assert f"mean gold score on {cfg.n_eval} evaluation prompts: {base['gold']:.3f}" in text
     assert meta["demonstrations"]["edited"] == 0 and not cfg.edit_demonstrations  # tiny: sampled answers only
     assert f"Kept {cfg.n_sft} demonstrations (0 of them edited) for {cfg.n_sft} of {cfg.n_sft} SFT prompts" in text
     assert "prompts with a demonstration" in text  # the table per constraint kind
@@ -100,10 +100,11 @@ def test_notebook_02_fine_tunes_and_compares_with_the_base_model(tiny_run):
     assert (sft / "adapter" / "adapter_model.safetensors").exists() and (sft / "adapter" / "adapter_config.json").exists()
     for name in ("base", "SFT"):
         row = meta["eval"][name]
-        assert 0.0 <= row["ci95_low"] <= row["mean_gold"] <= row["ci95_high"] <= 1.0
+        assert 0.0 <= row["ci95_low"] <= row["gold"] <= row["ci95_high"] <= 1.0
     samples = [json.loads(line) for line in (sft / "sft_eval_samples.jsonl").read_text().splitlines()]
     assert len(samples) == n_eval
-    assert meta["eval"]["SFT"]["mean_gold"] == pytest.approx(sum(r["samples"][0]["score"] for r in samples) / n_eval)
+    assert meta["eval"]["SFT"]["gold"] == pytest.approx(sum(r["samples"][0]["score"] for r in samples) / n_eval)
+    assert -1.0 <= meta["eval"]["SFT"]["gain_vs_base"] <= 1.0 and "gain_vs_base" not in meta["eval"]["base"]
 
     text, mimes = _outputs(tiny_run / "notebooks" / "02_supervised_finetuning.ipynb")
     assert "Trained on:" in text and "Ignored:" in text  # the loss mask, shown on one example
