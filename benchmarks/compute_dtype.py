@@ -1,6 +1,6 @@
 """Which precision is fastest on this machine? Times sampling and a LoRA training step for each CPU path.
 
-    .venv/bin/python benchmarks/compute_dtype.py [--batch 16] [--tokens 48] [--device cpu]
+    .venv/bin/python benchmarks/compute_dtype.py [--batch 16] [--tokens 48] [--device cpu] [--paths "plain float32" ...]
 
 For each way of holding the base model (NF4 weights with float32 compute, NF4 with bfloat16 compute,
 plain bfloat16 weights, plain float32 weights; on CUDA also NF4 with float16) it loads
@@ -9,7 +9,9 @@ tokens and of one forward and backward pass on ``--batch`` x 88 tokens, then the
 matmul rates and what ``ModelConfig.load_in_4bit="auto"`` chooses here
 (``helpers.models.resolve_precision``). Measured 2026-12-01 on 2 cores of an AMD EPYC with
 AVX512-BF16: NF4/float32 10.1 s and 12.4 s, plain bfloat16 7.8 s and 5.3 s; on a CPU without native
-bfloat16 plain bfloat16 was 2.4x slower to sample and 18x slower to train than NF4/float32.
+bfloat16 plain bfloat16 was 2.4x slower to sample and 18x slower to train than NF4/float32, and on
+2026-12-03 (2-core AMD EPYC without AVX512, ``OMP_NUM_THREADS=1``, ``--paths "nf4 + float32" "plain
+float32"``) plain float32 took 12.4 s and 14.2 s against NF4/float32's 16.6 s and 16.9 s.
 """
 
 from __future__ import annotations
@@ -52,12 +54,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--paths", nargs="+", metavar="PATH", help=f"only these ({', '.join(PATHS)}); on a CPU "
+                        "without native bfloat16 the bfloat16 paths take minutes")
     args = parser.parse_args()
     conversations = [[{"role": "user", "content": f"Describe topic number {i} in a few sentences."}]
                      for i in range(args.batch)]
     paths = dict(PATHS, **({"nf4 + float16": {"load_in_4bit": True, "compute_dtype": "float16"}}
                            if args.device == "cuda" else {}))
+    unknown = set(args.paths or ()) - set(paths)
+    if unknown:
+        parser.error(f"--paths: unknown {sorted(unknown)}; choose from {sorted(paths)}")
     for name, settings in paths.items():
+        if args.paths and name not in args.paths:
+            continue
         config = ModelConfig.from_profile("cpu", device=args.device, **settings)
         sampling, training = time_path(config, conversations, args.tokens, args.device)
         print(f"{name:15s}: sample {args.batch} x {args.tokens} tokens {sampling:6.2f} s; "

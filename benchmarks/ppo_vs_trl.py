@@ -1,7 +1,7 @@
 """Our PPO loop (helpers/ppo.py) against TRL 0.29.1's PPOTrainer: episodes per second and peak memory.
 
     .venv/bin/python benchmarks/ppo_vs_trl.py --iterations 3 [--which both|ours|trl] [--device auto|cpu|cuda]
-                                              [--precision run|auto|nf4-float32|bfloat16] [--out results.json]
+                                              [--precision run|auto|nf4-float32|bfloat16|float32] [--out results.json]
 
 Both sides start from the same base model (the run's, 4-bit NF4 for the policy), the same prompts (the first
 batch_size x iterations of the run's ``ppo`` split, rendered with the chat template), batch size
@@ -55,7 +55,8 @@ RESULT_KEY = "ppo_vs_trl_result"
 #: --precision: the run's own choice, or one forced (to time the CPU paths against each other on one machine)
 PRECISIONS = {"run": {}, "auto": {"load_in_4bit": "auto", "compute_dtype": "auto"},
               "nf4-float32": {"load_in_4bit": True, "compute_dtype": "float32"},
-              "bfloat16": {"load_in_4bit": False, "compute_dtype": "bfloat16"}}
+              "bfloat16": {"load_in_4bit": False, "compute_dtype": "bfloat16"},
+              "float32": {"load_in_4bit": False, "compute_dtype": "float32"}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +468,8 @@ def main() -> None:
                         help="where both sides run (auto: the GPU when torch sees one)")
     parser.add_argument("--run-dir", default="runs/cpu", help="run folder with finished data/, sft/ and reward/")
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default="run",
-                        help="base model precision: the run's (default), auto, or forced NF4/float32 or bfloat16")
+                        help="base model precision: the run's (default), auto, or forced NF4/float32, plain bfloat16 "
+                             "or plain float32")
     parser.add_argument("--out", help="also write the results as JSON to this file")
     parser.add_argument("--child", choices=("ours", "trl"), help=argparse.SUPPRESS)
     args = parser.parse_args()

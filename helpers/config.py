@@ -111,8 +111,8 @@ class ModelConfig(StageConfig):
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     base_model: str = _field(EMBEDDED_MODEL, f"'{EMBEDDED_MODEL}' (offline), a Hugging Face Hub id, or a local folder")
     load_in_4bit: bool | str = _field(
-        "auto", "quantise the linear layers to 4-bit NF4 with bitsandbytes (QLoRA); auto = NF4 on CUDA, and on a "
-        "CPU NF4 unless it has native bfloat16, where plain bfloat16 weights were measured faster",
+        "auto", "quantise the linear layers to 4-bit NF4 with bitsandbytes (QLoRA); auto = NF4 on CUDA (memory), plain "
+        "weights on a CPU (measured faster there: bfloat16 with native bfloat16, else float32)",
         (True, False, "auto"),
     )
     compute_dtype: str = _field(

@@ -13,9 +13,11 @@ with double quantisation and bfloat16 compute (Dettmers et al., 2023, "QLoRA"): 
 its point is memory. On a CPU the best path depends on the processor, so
 ``ModelConfig.load_in_4bit="auto"`` (the ``cpu`` profile) chooses by what the CPU can
 do: with native bfloat16 (AVX512-BF16 or AMX) plain bfloat16 weights, measured 1.3x
-faster to sample and 2.3x faster to train than NF4 there; without it NF4 with float32
-compute, measured 2.4x faster to sample and 18x faster to train than plain bfloat16
-on such a CPU. ``python benchmarks/compute_dtype.py`` measures both on your machine;
+faster to sample and 2.3x faster to train than NF4 there; without it plain float32
+weights, measured 1.3x faster to sample and 1.2x faster to train than NF4 with float32
+compute (and bfloat16 there is slower still: 2.4x to sample, 18x to train, than NF4).
+A 4-bit weight must be unpacked for every matmul, which costs a CPU more time than it
+saves. ``python benchmarks/compute_dtype.py`` measures each path on your machine;
 :func:`matmul_rates` gives the fp32 and bf16 matmul rates the run report records.
 The ``tiny`` and ``gpu`` profiles always load NF4.
 
@@ -209,10 +211,11 @@ def resolve_precision(config: ModelConfig) -> Precision:
         return Precision(quantised, dtype, device, "QLoRA on a GPU: 4-bit weights save memory"
                          if quantised else "load_in_4bit=False")
     fast = fast_bfloat16_cpu()
-    if config.load_in_4bit == "auto":
-        quantised = not fast
+    if config.load_in_4bit == "auto":  # on a CPU 4-bit weights save memory but cost time: they are unpacked per matmul
+        quantised = False
         reason = ("this CPU has native bfloat16 (AVX512-BF16/AMX), where plain bfloat16 was measured faster than NF4"
-                  if fast else "this CPU has no fast bfloat16, where NF4 with float32 compute was measured faster")
+                  if fast else "this CPU has no fast bfloat16, where plain float32 was measured faster than NF4 "
+                               "and than bfloat16")
     else:
         quantised = bool(config.load_in_4bit)
         reason = f"load_in_4bit={quantised} was asked for"
