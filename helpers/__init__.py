@@ -18,3 +18,10 @@ Stage by stage (InstructGPT, Ouyang et al. 2022):
 * ``files``, ``runs``, ``progress``, ``stats`` -- atomic files, stage folders, progress bars, bootstrap
 * ``runner``        -- executes the numbered notebooks headless, in order
 """
+
+import os
+
+from .browser import STATIC_RENDERER, tolerate_png_failures
+
+if os.environ.get("PLOTLY_RENDERER") == STATIC_RENDERER:  # a kernel the runner started (helpers.runner)
+    tolerate_png_failures()

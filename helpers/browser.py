@@ -37,6 +37,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,37 @@ def static_export_available() -> tuple[bool, str]:
     if find_chromium() is None:
         return False, "no Chromium for kaleido (apt-get install chromium, or set BROWSER_PATH)"
     return True, "kaleido and Chromium found"
+
+
+PNG_ATTEMPTS = 3  # kaleido's Chromium can lose a race under heavy load ("kaleido_scopes is not defined")
+
+
+def tolerate_png_failures() -> None:
+    """Make the PNG of ``STATIC_RENDERER`` best effort in this process: each export is tried
+    ``PNG_ATTEMPTS`` times, and a figure whose PNG still fails is shown without one, with a
+    warning, instead of failing its cell and the run (the interactive figure is what matters;
+    ``helpers/__init__.py`` calls this in kernels the runner started)."""
+    import plotly.io as pio  # lazy: plotly takes a second to import; only kernels that draw need it
+    from plotly.io._base_renderers import PngRenderer  # lazy: as plotly.io above
+
+    class BestEffortPng(PngRenderer):
+        def to_mimebundle(self, fig_dict):
+            for attempt in range(1, PNG_ATTEMPTS + 1):
+                try:
+                    return super().to_mimebundle(fig_dict)
+                except Exception as err:  # kaleido raises its own errors, and JavaScript ones from Chromium
+                    failure = f"{type(err).__name__}: {str(err)[:200]}"
+                    if attempt < PNG_ATTEMPTS:
+                        time.sleep(attempt)
+            warnings.warn(f"No static PNG for this figure after {PNG_ATTEMPTS} tries ({failure}); "
+                          "the interactive figure is unaffected.", RuntimeWarning, stacklevel=2)
+            return {}
+
+    current = pio.renderers["png"]
+    if type(current) is not PngRenderer:
+        return  # best effort already, or a renderer someone registered
+    pio.renderers["png"] = BestEffortPng(width=current.width, height=current.height, scale=current.scale)
+    pio.renderers.default = pio.renderers.default  # rebuild the active renderers with the new "png"
 
 
 def plotly_outputs(notebook: Path) -> list[dict]:

@@ -138,3 +138,36 @@ def test_ppo_notebook_renders_in_chromium(tiny_run):
         assert result.images == result.expected, "the PNGs beside the figures show too"
     assert result.screenshot == tiny_run / "screenshots" / "04_ppo.png"
     assert result.screenshot.read_bytes().startswith(PNG_SIGNATURE) and result.screenshot.stat().st_size > 10_000
+
+
+def test_a_failing_png_export_is_retried_then_left_out_with_a_warning(monkeypatch):
+    from plotly.io import _base_renderers
+
+    attempts = []
+
+    def fails_once(fig, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("ReferenceError: kaleido_scopes is not defined")  # seen under heavy load
+        return b"\x89PNG fake"
+
+    def always_fails(fig, **kwargs):
+        raise RuntimeError("down")
+
+    original, default = pio.renderers["png"], pio.renderers.default
+    monkeypatch.setattr(browser.time, "sleep", lambda seconds: None)
+    try:
+        browser.tolerate_png_failures()
+        renderer = pio.renderers["png"]
+        assert type(renderer).__name__ == "BestEffortPng"
+        browser.tolerate_png_failures()  # a second call changes nothing
+        assert pio.renderers["png"] is renderer
+        monkeypatch.setattr(_base_renderers, "to_image", fails_once)
+        assert renderer.to_mimebundle({"data": []}) == {"image/png": base64.b64encode(b"\x89PNG fake").decode()}
+        assert len(attempts) == 2, "the first failure is retried"
+        monkeypatch.setattr(_base_renderers, "to_image", always_fails)
+        with pytest.warns(RuntimeWarning, match=f"after {browser.PNG_ATTEMPTS} tries .*RuntimeError: down"):
+            assert renderer.to_mimebundle({"data": []}) == {}
+    finally:
+        pio.renderers["png"] = original
+        pio.renderers.default = default
