@@ -189,7 +189,7 @@ class Precision:
     reason: str  # why, in words
 
     def describe(self) -> str:
-        """One line for a notebook: "Computing in float32 with plain float32 weights (no 4-bit) on cpu: this CPU ..."."""
+        """One line for a notebook: "Computing in float32 with plain float32 weights (no 4-bit) on cpu: ..."."""
         dtype = str(self.compute_dtype).removeprefix("torch.")
         weights = "NF4 4-bit weights" if self.load_in_4bit else f"plain {dtype} weights (no 4-bit)"
         return f"Computing in {dtype} with {weights} on {self.device}: {self.reason}"
