@@ -29,15 +29,18 @@ EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 
 
 #: The ``cpu`` profile's curriculum: six of the 17 constraint kinds, one per prompt, from three families.
-#: Chosen from what SmolLM2-135M-Instruct meets unaided (24 prompts a kind, 64 tokens, T=1, 2026-12-01,
-#: ``benchmarks/constraint_kinds.py``): kinds met sometimes but not always (8-79 %), short enough to finish
-#: within 64 tokens, and marked by something a small reward model can see (a first word, a title, a
-#: "P.S." line, a keyword, the length). Left out: kinds met never or nearly so (uppercase, lowercase, JSON,
-#: quotation, paragraph and bullet counts) or nearly always (excluding a word), and those whose answers
-#: rarely finish in 64 tokens (word minimums). The ``gpu`` profile keeps all 17, up to three a prompt.
+#: Chosen by measurement: kinds short enough to finish within 64 tokens, met by SmolLM2-135M-Instruct
+#: sometimes or taught by notebook 01's edited demonstrations (``benchmarks/constraint_kinds.py``,
+#: 2026-12-01), and marked by something a 135M reward model can see in the answer itself. The first mix
+#: had "include a keyword" and "start with a word" as its wording kinds: both ask the answer to copy a word
+#: from the prompt, and the reward model ranked the pairs they decided 39 % (80 pairs) and 47 % (34) right
+#: on notebook 06's pool, against 89 % for sentence counts and 78 % for "P.S." lines (2026-12-04,
+#: docs/results.md); PPO then traded the keyword away. Lowercase and no commas replaced them: visible
+#: in every token. Left out: kinds met never even with edits in 64 tokens (JSON, bullet and paragraph
+#: counts), nearly always (excluding a word), or rarely finished (word minimums). ``gpu`` keeps all 17.
 CPU_CONSTRAINT_KINDS = (
     "word_count_max", "sentence_count_max",  # length
-    "include_keyword", "start_with",  # wording
+    "lowercase", "no_commas",  # wording
     "title", "postscript",  # layout
 )
 
