@@ -436,19 +436,27 @@ class EvalStageConfig(StageConfig):
     profile: str = _field("cpu", "profile these settings came from", PROFILES)
     answers_per_prompt: int = _field(4, "answers per evaluation prompt from base, SFT, DPO and PPO: their mean "
                                         "per prompt is what gets compared, so more answers narrow the intervals")
+    base_answers_per_prompt: int = _field(1, "answers per evaluation prompt from the base model (cpu: 1, the one "
+                                             "notebook 01 drew: base trails SFT by far more than one answer's noise)")
     best_of: tuple = _field((4, 16), "the n of the best-of-n contenders: n SFT answers, the reward model picks one")
     subset_prompts: int = _field(24, "evaluation prompts for best-of-n and the PPO checkpoint curve (0: all); "
                                      "these sample many answers, so fewer prompts keep them affordable")
+    best_margin: float = _field(0.1, "'PPO (best)' is an earlier checkpoint only if it beats the final policy on the "
+                                     "curve by this much (about one standard error of a checkpoint's mean gold on 24 "
+                                     "prompts, one answer each); else it is the final policy and nothing is re-sampled")
     score_batch_size: int = _field(16, "answers per forward pass when scoring log-probabilities and rewards")
     seed: int = _field(0, "seed for the sampling of every contender's answers")
 
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"answers_per_prompt": 2, "best_of": (2, 4), "subset_prompts": 4, "score_batch_size": 8},
-        "gpu": {"subset_prompts": 0, "score_batch_size": 32},
+        "tiny": {"answers_per_prompt": 2, "best_of": (2, 4), "subset_prompts": 4, "score_batch_size": 8,
+                 "best_margin": 0.0},  # tiny keeps the re-sampling path of "PPO (best)" under test
+        "gpu": {"subset_prompts": 0, "score_batch_size": 32, "base_answers_per_prompt": 4},
     }
 
     def validate(self) -> None:
         self._require(self.answers_per_prompt >= 1, "answers_per_prompt", "an integer >= 1")
+        self._require(self.base_answers_per_prompt >= 1, "base_answers_per_prompt", "an integer >= 1")
+        self._require(self.best_margin >= 0, "best_margin", "a number >= 0 (0: the best checkpoint, whatever its lead)")
         best_of = list(self.best_of)
         self._require(bool(best_of) and all(isinstance(n, int) and n >= 2 for n in best_of), "best_of",
                       "a list of integers >= 2")

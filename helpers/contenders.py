@@ -145,10 +145,20 @@ def best_of_n_points(records: list[dict], rewards: list[list[float]], n_max: int
     return points
 
 
-def best_checkpoint(curve: pd.DataFrame, measure: str) -> int | None:
+def best_checkpoint(curve: pd.DataFrame, measure: str, final_iteration: int | None = None,
+                    margin: float = 0.0) -> int | None:
     """The iteration of the PPO snapshot with the highest ``measure`` ('gold' or 'reward'; ties: the earlier
-    one), None when the curve has no snapshot. SFT (iteration 0) is not a snapshot."""
+    one), None when the curve has no snapshot. SFT (iteration 0) is not a snapshot.
+
+    With ``margin`` > 0 an earlier snapshot must beat the final one (``final_iteration``, on the curve) by at
+    least ``margin``, else the final one is returned: a snapshot's point rests on one answer per prompt, so a
+    lead smaller than its noise is no reason to sample every prompt again.
+    """
     snapshots = curve[(curve["family"] == "PPO checkpoints") & (curve["iteration"] > 0)]
     if snapshots.empty or snapshots[measure].isna().all():
         return None
-    return int(snapshots.loc[snapshots[measure].idxmax(), "iteration"])
+    best = snapshots.loc[snapshots[measure].idxmax()]
+    final = snapshots[snapshots["iteration"] == final_iteration]
+    if margin > 0 and len(final) and best[measure] - final[measure].iloc[0] < margin:
+        return int(final_iteration)
+    return int(best["iteration"])

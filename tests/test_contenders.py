@@ -48,3 +48,12 @@ def test_best_checkpoint_ignores_sft_and_best_of_n():
     assert best_checkpoint(curve, "gold") == 16  # a tie goes to the earlier snapshot
     assert best_checkpoint(curve, "reward") == 24
     assert best_checkpoint(curve[curve["iteration"] != 8].iloc[:1], "gold") is None
+
+
+def test_an_earlier_checkpoint_must_beat_the_final_one_by_the_margin():
+    curve = pd.DataFrame([{"family": "PPO checkpoints", "iteration": i, "gold": g, "reward": 0.0}
+                          for i, g in ((0, 0.40), (6, 0.47), (18, 0.63), (24, 0.58))])
+    assert best_checkpoint(curve, "gold") == 18
+    assert best_checkpoint(curve, "gold", final_iteration=24, margin=0.1) == 24  # 0.05 ahead: within the noise
+    assert best_checkpoint(curve, "gold", final_iteration=24, margin=0.04) == 18
+    assert best_checkpoint(curve, "gold", final_iteration=30, margin=0.1) == 18  # no final point: no comparison

@@ -34,13 +34,14 @@ def test_notebook_06_evaluates_every_contender(tiny_run):
     meta = read_json(tiny_run / "eval" / "meta.json")
     headline = meta["headline"]
     n_eval, subset = DataConfig.from_profile("tiny").n_eval, meta["config"]["eval"]["subset_prompts"]
-    k = meta["config"]["eval"]["answers_per_prompt"]
-    assert k == 2
+    k, k_base = meta["config"]["eval"]["answers_per_prompt"], meta["config"]["eval"]["base_answers_per_prompt"]
+    assert (k, k_base) == (2, 1)  # base answers once, as on cpu: the headline mixes 1 against k answers
     assert list(headline) == CONTENDERS + ["reward model (03)"]
     for name in CONTENDERS:
         row = headline[name]
         assert row["prompts"] == (subset if name.startswith("best-of") else n_eval), name
-        assert row["answers"] == (subset if name.startswith("best-of") else k * n_eval), name
+        answers = subset if name.startswith("best-of") else (k_base if name == "base" else k) * n_eval
+        assert row["answers"] == answers, name
         assert 0.0 <= row["ci95_low"] <= row["gold"] <= row["ci95_high"] <= 1.0, name
         assert 0.0 <= row["eos_rate"] <= 1.0 and row["tokens"] > 0, name
         if name != "SFT":
