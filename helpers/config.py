@@ -36,8 +36,8 @@ EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 #: from the prompt, and the reward model ranked the pairs they decided 39 % (80 pairs) and 47 % (34) right
 #: on notebook 06's pool, against 89 % for sentence counts and 78 % for "P.S." lines (2026-12-04,
 #: docs/results.md); PPO then traded the keyword away. Lowercase and no commas replaced them: visible
-#: in every token. Left out: kinds met never even with edits in 64 tokens (JSON, bullet and paragraph
-#: counts), nearly always (excluding a word), or rarely finished (word minimums). ``gpu`` keeps all 17.
+#: in every token. Left out: kinds no edit rule produces (JSON, bullet and paragraph counts), one met
+#: nearly always (excluding a word), and word minimums (rarely finished). ``gpu`` keeps all 17.
 CPU_CONSTRAINT_KINDS = (
     "word_count_max", "sentence_count_max",  # length
     "lowercase", "no_commas",  # wording
