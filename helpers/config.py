@@ -389,6 +389,11 @@ class PPOStageConfig(StageConfig):
     max_grad_norm: float = _field(1.0, "gradients are clipped to this global norm")
     max_approx_kl: float = _field(0.1, "stop the iteration's update when approx KL(old || new) exceeds this (0: never)")
     no_eos_score: float = _field(-1.0, "score given instead of the reward to a response that never emits EOS")
+    length_neutral_reward: bool = _field(True, "take the reward model's taste in length out of PPO's reward: "
+                                               "r(x, y) - b * tokens(y), b its reward per token beyond the gold "
+                                               "score on notebook 03's answers (helpers.ppo_roles.length_taste; "
+                                               "gpu: off, the paper's reward as it is)",
+                                         (True, False))
     trainable_layers: int = _field(8, "train the policy and value LoRA weights of only the top N layers (0: all); "
                                    "fewer layers, shorter backward pass")
     ptx_coef: float = _field(0.0, "PPO-ptx: weight of the cross-entropy on SFT demonstrations (0: off)")
@@ -400,7 +405,7 @@ class PPOStageConfig(StageConfig):
     PROFILE_OVERRIDES: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"iterations": 2, "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 16, "snapshot_every": 1,
                  "trainable_layers": 4, "learning_rate": 3e-4, "advantage": "gae", "samples_per_prompt": 1},
-        "gpu": {"advantage": "gae", "samples_per_prompt": 1,
+        "gpu": {"advantage": "gae", "samples_per_prompt": 1, "length_neutral_reward": False,
                 "iterations": 100, "trainable_layers": 0, "learning_rate": 1e-4, "batch_size": 64,
                 "minibatch_size": 16, "ppo_epochs": 4, "max_new_tokens": 128, "save_every": 5, "snapshot_every": 10},
     }

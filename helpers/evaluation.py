@@ -18,7 +18,8 @@ the SFT model:
 * length and EOS rate; the pass rate of each constraint kind; and, where comparisons are
   held out, the share of them a policy's *implicit reward* log pi/pi_sft orders correctly;
 * the reward model on a pool of judged SFT answers: pairwise accuracy, rank correlation, and
-  accuracy split by which labeler rule decided each pair (``accuracy_by_reason``).
+  accuracy split by which labeler rule decided each pair (``accuracy_by_reason``), and the pairs a
+  constraint decided split by its kind (``constraint_reason``).
 
 The **over-optimisation curve** (Gao et al., 2022) plots gold and reward-model score against
 sqrt(KL): where the proxy keeps rising while the gold score falls, the policy is exploiting
@@ -165,12 +166,28 @@ def win_reason(chosen: dict, rejected: dict) -> str:
     return "constraints met"
 
 
-def accuracy_by_reason(records: list[dict], rewards: list[list[float]], min_gap: float) -> pd.DataFrame:
+def constraint_reason(chosen: dict, rejected: dict) -> str | None:
+    """Which constraint kinds decided a pair that ``win_reason`` calls "constraints met".
+
+    The kinds the chosen answer met and the rejected one did not, joined by " + " (with one
+    constraint a prompt, as in the ``cpu`` curriculum, a single kind); None for a pair that a
+    gate decided.
+    """
+    if win_reason(chosen, rejected) != "constraints met":
+        return None
+    kinds = [kind for kind, met in chosen["constraints"].items() if met and not rejected["constraints"].get(kind, False)]
+    return " + ".join(kinds) or None
+
+
+def accuracy_by_reason(records: list[dict], rewards: list[list[float]], min_gap: float,
+                       reason=win_reason) -> pd.DataFrame:
     """Pairwise accuracy of a reward model split by ``win_reason``: which of the labeler's rules it learned.
 
     Counts the same pairs as ``reward_model_check`` (every same-prompt pair whose gold scores
     differ by at least ``min_gap``; a reward tie counts as wrong). Columns ``reason``,
-    ``pairs``, ``accuracy``, most frequent reason first.
+    ``pairs``, ``accuracy``, most frequent reason first. With ``reason=constraint_reason`` the
+    pairs a constraint decided are split by its kind (the others are left out): which
+    instructions the reward model can see, kind by kind.
     """
     tally: dict[str, list[int]] = {}
     for record, scores in zip(records, rewards, strict=True):
@@ -182,7 +199,10 @@ def accuracy_by_reason(records: list[dict], rewards: list[list[float]], min_gap:
             if gap == 0 or abs(gap) < min_gap - 1e-9:  # notebook 03's tie rule and float tolerance
                 continue
             win, lose = (i, j) if gap > 0 else (j, i)
-            right_total = tally.setdefault(win_reason(samples[win], samples[lose]), [0, 0])
+            why = reason(samples[win], samples[lose])
+            if why is None:
+                continue
+            right_total = tally.setdefault(why, [0, 0])
             right_total[0] += int(scores[win] > scores[lose])
             right_total[1] += 1
     table = pd.DataFrame([{"reason": reason, "pairs": total, "accuracy": right / total}

@@ -34,10 +34,13 @@ from safetensors.torch import load_file, save_file
 
 from . import evaluation
 from .adapters import add_adapter, load_roles, reward_scores, switch_adapter, train_top_layers
-from .config import ModelConfig
+from .config import ModelConfig, PPOStageConfig
+from .dataset import load_split
+from .files import read_jsonl
 from .labeler import gold_scores
 from .models import resolve_compute_dtype
 from .sft import match_trainable_dtype
+from .stats import within_prompt_slope
 
 TRAINABLE_ROLES = ("policy", "value")
 
@@ -187,6 +190,75 @@ def reward_model_reward(roles: PPORoles, tokenizer, batch_size: int = 16):
         return reward_model_scores(roles, tokenizer, rows, texts, batch_size)
 
     return reward
+
+
+def answer_tokens(tokenizer, texts: list[str]) -> torch.Tensor:
+    """The length of each answer in tokens, as the tokenizer encodes its text. -> (batch,)"""
+    return torch.tensor([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]],
+                        dtype=torch.float32)
+
+
+def length_taste(reward_fn, tokenizer, rows: list[dict], records: list[dict]) -> dict:
+    """How much the reward model pays per token of answer that the labeler's score does not explain.
+
+    ``records`` are sampled answers to ``rows`` (``sample_and_judge``'s records, such as notebook
+    03's SFT answers to its own prompts, whose gold scores were its comparisons' labels). Over
+    the answers that ended with EOS (the only ones PPO scores with the reward model), the reward
+    is regressed on the answer's length within each prompt, holding its gold score fixed where
+    the answers were judged (``helpers.stats.within_prompt_slope``; real data has no gold score,
+    and then the whole taste in length counts). A reward model that learned "a cut-off answer
+    loses" from the truncated answers' length goes on to pay less for every token of a finished
+    one too; PPO then shortens its answers and drops what needs length (Singhal et al., 2023,
+    "A Long Way to Go"). -> ``{"per_token", "answers", "prompts", "gold_held_fixed"}``, ``per_token``
+    None when no prompt has two finished answers of different lengths to measure it on.
+    """
+    row_of = {row["id"]: row for row in rows}
+    answers = [(record["id"], sample) for record in records for sample in record["samples"] if not sample["truncated"]]
+    prompt_ids = [prompt for prompt, _ in answers]
+    judged = all("score" in sample for _, sample in answers)
+    taste = {"per_token": None, "answers": len(answers), "prompts": len(set(prompt_ids)), "gold_held_fixed": judged}
+    if len(answers) < 2:
+        return taste
+    texts = [sample["text"] for _, sample in answers]
+    rewards = reward_fn([row_of[prompt] for prompt in prompt_ids], texts).tolist()
+    controls = [[sample["score"] for _, sample in answers]] if judged else []
+    per_token = within_prompt_slope(prompt_ids, rewards, answer_tokens(tokenizer, texts).tolist(), controls)
+    return taste | {"per_token": None if per_token != per_token else per_token}  # NaN: nothing to measure
+
+
+def length_neutral(reward_fn, tokenizer, per_token: float):
+    """``reward_fn`` with the reward model's taste in length taken out: r(x, y) - per_token * tokens(y).
+
+    ``per_token`` is ``length_taste``'s slope (negative for a reward model that likes short
+    answers, so longer answers get back what it took). Within a prompt's k answers, which is all a
+    leave-one-out advantage compares, the result ranks answers as the reward model does with
+    their lengths made equal.
+    """
+    def reward(rows: list[dict], texts: list[str]) -> torch.Tensor:
+        return reward_fn(rows, texts) - per_token * answer_tokens(tokenizer, texts)
+
+    return reward
+
+
+REWARD_SAMPLES = "sft_samples.jsonl"  # notebook 03's SFT answers to its prompts, in reward/
+
+
+def ppo_reward(roles: PPORoles, tokenizer, run_dir: Path, cfg: PPOStageConfig):
+    """What PPO maximises in notebook 04 and the sweeps: -> (reward_fn, length taste or None).
+
+    The reward model's normalised score (``reward_model_reward``), made ``length_neutral`` when
+    ``cfg.length_neutral_reward`` asks for it and notebook 03 left sampled answers to measure
+    the taste on (``reward/sft_samples.jsonl``; human comparisons leave none, and then the score
+    is used as it is and the taste is None; so it is when ``length_taste`` finds nothing to measure).
+    """
+    reward = reward_model_reward(roles, tokenizer)
+    samples = Path(run_dir) / "reward" / REWARD_SAMPLES
+    if not cfg.length_neutral_reward or not samples.exists():
+        return reward, None
+    taste = length_taste(reward, tokenizer, load_split(Path(run_dir) / "data", "rm"), read_jsonl(samples))
+    if taste["per_token"] is None:  # too few finished answers (tiny's short limit): the score as it is
+        return reward, taste
+    return length_neutral(reward, tokenizer, taste["per_token"]), taste
 
 
 def mean_and_std(scores: list[float]) -> tuple[float, float]:

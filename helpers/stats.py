@@ -152,3 +152,24 @@ def within_prompt_agreement(prompt_ids, gold, reward, min_gap: float = 0.0) -> t
     if total == 0:
         return float("nan"), 0
     return right / total, total
+
+
+def within_prompt_slope(prompt_ids, y, x, controls=()) -> float:
+    """The least-squares slope of ``y`` on ``x`` within prompts, holding ``controls`` fixed.
+
+    Every variable has its prompt's mean taken off first (a fixed effect per prompt: a
+    Bradley-Terry reward is identified only within a prompt, and a leave-one-out baseline
+    compares only a prompt's own answers), then ``y`` is regressed on ``x`` and the controls
+    with no intercept. With ``y`` the reward, ``x`` the answer's length and the gold score as
+    control, the slope is the reward per token that the labeler's score does not explain: the
+    reward model's own taste in length. NaN when ``x`` does not vary within any prompt once the
+    controls are held fixed.
+    """
+    columns = {"y": list(y), "x": list(x)} | {f"c{i}": list(c) for i, c in enumerate(controls)}
+    table = pd.DataFrame(columns, dtype=float)
+    centred = table - table.groupby(list(prompt_ids), sort=False).transform("mean")
+    design = centred.drop(columns="y").to_numpy()  # (answers, 1 + controls)
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        return float("nan")
+    coefficients, *_ = np.linalg.lstsq(design, centred["y"].to_numpy(), rcond=None)
+    return float(coefficients[0])

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from helpers.evaluation import (accuracy_by_reason, answers_table, batches_by_length, best_of_n_choice, best_of_n_kl,
-                                judged_row, merge_answers, pass_rate_matrix, pick_samples, ppo_vs_sft,
-                                reward_model_check, summarize, win_reason)
+                                constraint_reason, judged_row, merge_answers, pass_rate_matrix, pick_samples,
+                                ppo_vs_sft, reward_model_check, summarize, win_reason)
 from helpers.files import write_json, write_jsonl
 from helpers.stats import bootstrap_mean_ci, paired_comparison
 
@@ -243,6 +243,23 @@ def test_accuracy_by_reason_splits_the_pool_check_pair_for_pair():
     assert (table["pairs"] * table["accuracy"]).sum() / table["pairs"].sum() == pytest.approx(check["pairwise_accuracy"])
     with pytest.raises(ValueError, match="prompt b: 4 answers but 3 rewards"):
         accuracy_by_reason(records, [rewards[0], rewards[1][:3]], min_gap=0.1)
+
+
+def test_accuracy_by_constraint_kind_splits_only_the_pairs_a_constraint_decided():
+    def answer(text, score, lowercase, *failed):
+        return dict(_gated(text, score, *failed), constraints={"lowercase": lowercase})
+
+    records = [{"id": "a", "samples": [answer("met", 1.0, True), answer("missed", 0.0, False),
+                                       answer("cut", 0.05, True, "finished")]},
+               {"id": "b", "samples": [dict(_gated("p.s.", 1.0), constraints={"postscript": True}),
+                                       dict(_gated("none", 0.0), constraints={"postscript": False})]}]
+    rewards = [[2.0, 1.0, 3.0], [0.0, 1.0]]
+    assert constraint_reason(records[0]["samples"][0], records[0]["samples"][1]) == "lowercase"
+    assert constraint_reason(records[0]["samples"][0], records[0]["samples"][2]) is None  # the gate decided
+    table = accuracy_by_reason(records, rewards, min_gap=0.1, reason=constraint_reason).set_index("reason")
+    # a: met > missed right (lowercase); met > cut and missed vs cut are gate pairs, left out; b: wrong
+    assert table.to_dict(orient="index") == {"lowercase": {"pairs": 1, "accuracy": 1.0},
+                                             "postscript": {"pairs": 1, "accuracy": 0.0}}
 
 
 def _fake_run(run_dir):

@@ -81,6 +81,8 @@ def test_notebook_06_checks_the_reward_model_on_the_best_of_n_pool(tiny_run):
                                        [0.0] * check["answers"], min_gap)
     assert check["pairs"] == pairs  # which pairs count depends on the gold scores alone
     assert sum(r["pairs"] for r in check["accuracy_by_reason"].values()) == pairs  # the same pairs, split
+    by_constraint = check["accuracy_by_reason"].get("constraints met", {"pairs": 0})["pairs"]
+    assert sum(r["pairs"] for r in check["accuracy_by_constraint"].values()) == by_constraint  # split by kind
     by_length = check["by_length"]  # every pool answer, grouped by its token count
     assert sum(b["answers"] for b in by_length.values()) == check["answers"]
     assert sum(b["gold"] * b["answers"] for b in by_length.values()) == pytest.approx(sum(map(sum, gold)))

@@ -261,6 +261,8 @@ def test_notebook_04_trains_and_evaluates_the_policy(tiny_run):
     assert ppo_eval["final_kl"] == metrics[-1]["kl"]
     assert (sft_eval["kl"], ppo_eval["kl"]) == (0.0, None)  # the eval answers' KL: notebook 06 estimates it
     assert set(meta["seconds_per_iteration"]) == {"rollout", "score", "update"}
+    finished = [s for r in read_jsonl(tiny_run / "reward" / "sft_samples.jsonl") for s in r["samples"] if not s["truncated"]]
+    assert cfg.length_neutral_reward and meta["length_taste"]["answers"] == len(finished)  # measured on notebook 03's
     eval_samples = read_jsonl(tiny_run / "ppo" / "ppo_eval_samples.jsonl")
     assert len(eval_samples) == len(read_jsonl(tiny_run / "data" / "eval.jsonl"))
     assert sorted(p.name for p in (tiny_run / "ppo" / "snapshots").iterdir()) == ["iter-000001", "iter-000002"]

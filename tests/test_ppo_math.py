@@ -226,3 +226,41 @@ def test_rloo_needs_two_answers_per_prompt_that_divide_the_batch():
         PPOStageConfig.from_profile("tiny", samples_per_prompt=3)  # tiny's batch is 4
     with pytest.raises(ConfigError, match="advantage"):
         PPOStageConfig.from_profile("tiny", advantage="grpo")
+
+
+class WordTokenizer:
+    """A stand-in tokenizer: one token per word."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [text.split() for text in texts]}
+
+
+def test_length_taste_measures_the_reward_per_token_that_gold_does_not_explain():
+    from helpers.ppo_roles import length_neutral, length_taste
+
+    def answer(words, score, truncated=False):
+        return {"text": " ".join(["w"] * words), "n_tokens": words, "truncated": truncated, "score": score}
+
+    records = [{"id": "a", "samples": [answer(4, 0.0), answer(8, 1.0), answer(12, 1.0), answer(40, 0.05, True)]},
+               {"id": "b", "samples": [answer(6, 1.0), answer(10, 0.0), answer(20, 1.0)]}]
+    rows = [{"id": "a"}, {"id": "b"}]
+    gold_of = {(r["id"], s["text"]): s["score"] for r in records for s in r["samples"]}
+    offset = {"a": 1.0, "b": -2.0}
+
+    def reward_fn(rows, texts):  # likes gold, dislikes every word by 0.1, and each prompt sits at its own level
+        return torch.tensor([offset[row["id"]] + 3.0 * gold_of[row["id"], text] - 0.1 * len(text.split())
+                             for row, text in zip(rows, texts)])
+
+    taste = length_taste(reward_fn, WordTokenizer(), rows, records)
+    assert taste["per_token"] == pytest.approx(-0.1)
+    assert (taste["answers"], taste["prompts"], taste["gold_held_fixed"]) == (6, 2, True)  # the cut-off one is out
+    neutral = length_neutral(reward_fn, WordTokenizer(), taste["per_token"])
+    long_and_short = [records[0]["samples"][1]["text"], records[0]["samples"][2]["text"]]  # both met it (gold 1)
+    assert reward_fn([rows[0]] * 2, long_and_short).tolist() == pytest.approx([3.2, 2.8])
+    assert neutral([rows[0]] * 2, long_and_short).tolist() == pytest.approx([4.0, 4.0])  # equal once length is out
+
+    unjudged = [{"id": "a", "samples": [{"text": "w", "truncated": False}, {"text": "w w w", "truncated": False}]}]
+    taste = length_taste(lambda rows, texts: torch.tensor([0.0, -0.4]), WordTokenizer(), rows, unjudged)
+    assert taste["per_token"] == pytest.approx(-0.2) and not taste["gold_held_fixed"]  # real data: all of it counts
+    cut_off = [{"id": "a", "samples": [answer(64, 0.05, True), answer(64, 0.05, True), answer(3, 1.0)]}]
+    assert length_taste(reward_fn, WordTokenizer(), rows, cut_off)["per_token"] is None  # one finished answer

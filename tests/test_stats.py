@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers.stats import (gain_interval_by_answers, grouped_comparison, paired_comparison, spearman, win_rate,
-                           within_prompt_agreement, within_prompt_spearman)
+                           within_prompt_agreement, within_prompt_slope, within_prompt_spearman)
 
 
 def test_within_prompt_spearman_ignores_each_prompts_offset():
@@ -137,3 +137,16 @@ def test_grouped_comparison_needs_matching_prompts_with_answers():
         grouped_comparison([[1.0], []], [[1.0], [2.0]])
     with pytest.raises(ValueError, match="at least one pair"):
         grouped_comparison([], [])
+
+
+def test_within_prompt_slope_holds_the_control_fixed_and_ignores_each_prompts_offset():
+    prompts = ["a"] * 4 + ["b"] * 4
+    tokens = [10, 20, 30, 40, 5, 15, 25, 35]
+    gold = [0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]  # longer answers meet the constraint more often
+    offset = {"a": 3.0, "b": -7.0}
+    reward = [offset[p] + 2.0 * g - 0.05 * n for p, g, n in zip(prompts, gold, tokens)]
+    assert within_prompt_slope(prompts, reward, tokens, [gold]) == pytest.approx(-0.05)  # the taste for length
+    assert within_prompt_slope(prompts, reward, tokens) > -0.05 + 0.02  # without the control, gold's part leaks in
+    pooled = np.polyfit(tokens, reward, 1)[0]  # across prompts the offsets swamp it
+    assert abs(pooled + 0.05) > 0.05
+    assert math.isnan(within_prompt_slope(["a", "a", "b"], [1.0, 2.0, 3.0], [7, 7, 9]))  # no length varies in a prompt
