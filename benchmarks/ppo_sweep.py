@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
         reward = gold_reward(gold_mean, gold_std)
         chosen_reward |= {"gold_mean": gold_mean, "gold_std": gold_std}  # metrics' rm_score * std + mean: gold
     else:  # notebook 04's reward: the reward model's score, length-neutral if cfg asks
-        reward, length = ppo_roles.ppo_reward(roles, tokenizer, run_dir, cfg)
-        if length is not None:
-            chosen_reward["length_taste"] = length
+        reward, taste = ppo_roles.ppo_reward(roles, tokenizer, run_dir, cfg)
+        if taste is not None:
+            chosen_reward["length_taste"] = taste
 
     demonstrations = read_jsonl(run_dir / "data" / "demonstrations.jsonl") if cfg.ptx_coef > 0 else None
     started = time.time()

@@ -169,13 +169,14 @@ def win_reason(chosen: dict, rejected: dict) -> str:
 def constraint_reason(chosen: dict, rejected: dict) -> str | None:
     """Which constraint kinds decided a pair that ``win_reason`` calls "constraints met".
 
-    The kinds the chosen answer met and the rejected one did not, joined by " + " (with one
+    The kinds the chosen answer met and the rejected one did not, sorted and joined by " + " (with one
     constraint a prompt, as in the ``cpu`` curriculum, a single kind); None for a pair that a
     gate decided.
     """
     if win_reason(chosen, rejected) != "constraints met":
         return None
-    kinds = [kind for kind, met in chosen["constraints"].items() if met and not rejected["constraints"].get(kind, False)]
+    lost = rejected["constraints"]
+    kinds = sorted(kind for kind, met in chosen["constraints"].items() if met and not lost.get(kind, False))
     return " + ".join(kinds) or None
 
 

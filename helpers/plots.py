@@ -84,7 +84,7 @@ class LossPlotCallback(TrainerCallback):
 
 #: The PPO dashboard: (panel title, metric keys of the PPO log drawn in it).
 PPO_PANELS = (
-    ("score: reward model vs gold", ("rm_score", "score", "gold")),
+    ("score: PPO's reward vs gold", ("rm_score", "score", "gold")),
     ("KL to the SFT model (nats)", ("kl",)),
     ("beta (KL coefficient)", ("kl_coef",)),
     ("entropy (nats / token)", ("entropy",)),
@@ -127,7 +127,8 @@ def rolling(values: list[float], window: int) -> list[float]:
 
 
 def learning_curve(metrics: list[dict], window: int = 4) -> dict:
-    """Rolling means of the reward-model score and of gold over the PPO iterations, and where gold peaked.
+    """Rolling means of PPO's reward (``rm_score``: the reward model's normalised score, less its taste in
+    length when ``length_neutral_reward`` is on) and of gold over the PPO iterations, and where gold peaked.
 
     -> ``{"iteration", "reward", "gold"}`` (lists), ``gold_peak`` (the iteration with the highest rolling gold)
     and ``gold_gain`` (the last rolling gold minus the first). Reward and gold rising together is the
@@ -144,17 +145,17 @@ def learning_curve(metrics: list[dict], window: int = 4) -> dict:
 
 
 def learning_curve_figure(metrics: list[dict], window: int = 4) -> go.Figure:
-    """Reward-model score (left axis) and gold (right axis), each a rolling mean, with gold's peak marked."""
+    """PPO's reward (left axis) and gold (right axis), each a rolling mean, with gold's peak marked."""
     curve = learning_curve(metrics, window)
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Scatter(x=curve["iteration"], y=curve["reward"], name="reward model (normalised)",
+    figure.add_trace(go.Scatter(x=curve["iteration"], y=curve["reward"], name="reward (what PPO maximises)",
                                 mode="lines+markers"), secondary_y=False)
     figure.add_trace(go.Scatter(x=curve["iteration"], y=curve["gold"], name="gold (labeler)", mode="lines+markers"),
                      secondary_y=True)
     figure.add_vline(x=curve["gold_peak"], line_dash="dot", annotation_text=f"gold peaks (iteration {curve['gold_peak']})")
     figure.update_layout(title=f"Is PPO learning? Reward and gold on the rollouts, rolling mean of {window} iterations",
                          template="plotly_white", xaxis_title="iteration", height=420)
-    figure.update_yaxes(title_text="reward model", secondary_y=False)
+    figure.update_yaxes(title_text="reward (normalised)", secondary_y=False)
     figure.update_yaxes(title_text="gold", secondary_y=True)
     return figure
 

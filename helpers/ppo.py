@@ -246,7 +246,7 @@ class Batch:
     logprobs: torch.Tensor | None = None  # (batch, R) log pi_old
     ref_logprobs: torch.Tensor | None = None  # (batch, R) log pi_ref
     values: torch.Tensor | None = None  # (batch, R) V_old
-    rm_scores: torch.Tensor | None = None  # (batch,) the reward function's score
+    rm_scores: torch.Tensor | None = None  # (batch,) the reward function's score (notebook 04: ppo_roles.ppo_reward)
     scores: torch.Tensor | None = None  # (batch,) after the no-EOS rule
     gold: list[float] | None = None  # simulated labeler, when there is one
     entropy: torch.Tensor | None = None  # (batch, R)

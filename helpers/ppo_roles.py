@@ -205,37 +205,46 @@ def length_taste(reward_fn, tokenizer, rows: list[dict], records: list[dict]) ->
     03's SFT answers to its own prompts, whose gold scores were its comparisons' labels). Over
     the answers that ended with EOS (the only ones PPO scores with the reward model), the reward
     is regressed on the answer's length within each prompt, holding its gold score fixed where
-    the answers were judged (``helpers.stats.within_prompt_slope``; real data has no gold score,
-    and then the whole taste in length counts). A reward model that learned "a cut-off answer
-    loses" from the truncated answers' length goes on to pay less for every token of a finished
-    one too; PPO then shortens its answers and drops what needs length (Singhal et al., 2023,
-    "A Long Way to Go"). -> ``{"per_token", "answers", "prompts", "gold_held_fixed"}``, ``per_token``
-    None when no prompt has two finished answers of different lengths to measure it on.
+    the answers were judged (``helpers.stats.within_prompt_slope``; unjudged answers give the
+    whole taste in length). A reward model that learned "a cut-off answer loses" from the
+    truncated answers' length goes on to pay less for every token of a finished one too; PPO
+    then shortens its answers and drops what needs length (Singhal et al., 2023, "A Long Way to
+    Go"). The reward model was trained on pairs of these very answers, so it fits their gold
+    order better than a fresh prompt's: the slope measured here is, if anything, the smaller
+    part of its taste.
+
+    -> ``{"per_token", "mean_tokens", "answers", "prompts", "gold_held_fixed"}``: ``per_token``
+    is None when no prompt has two finished answers of different lengths; ``mean_tokens`` is the
+    mean length of the answers measured, the length ``length_neutral`` leaves the reward alone at.
     """
     row_of = {row["id"]: row for row in rows}
     answers = [(record["id"], sample) for record in records for sample in record["samples"] if not sample["truncated"]]
     prompt_ids = [prompt for prompt, _ in answers]
-    judged = all("score" in sample for _, sample in answers)
-    taste = {"per_token": None, "answers": len(answers), "prompts": len(set(prompt_ids)), "gold_held_fixed": judged}
+    texts = [sample["text"] for _, sample in answers]
+    tokens = answer_tokens(tokenizer, texts).tolist() if texts else []
+    judged = bool(answers) and all("score" in sample for _, sample in answers)
+    taste = {"per_token": None, "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
+             "answers": len(answers), "prompts": len(set(prompt_ids)), "gold_held_fixed": judged}
     if len(answers) < 2:
         return taste
-    texts = [sample["text"] for _, sample in answers]
     rewards = reward_fn([row_of[prompt] for prompt in prompt_ids], texts).tolist()
     controls = [[sample["score"] for _, sample in answers]] if judged else []
-    per_token = within_prompt_slope(prompt_ids, rewards, answer_tokens(tokenizer, texts).tolist(), controls)
+    per_token = within_prompt_slope(prompt_ids, rewards, tokens, controls)
     return taste | {"per_token": None if per_token != per_token else per_token}  # NaN: nothing to measure
 
 
-def length_neutral(reward_fn, tokenizer, per_token: float):
-    """``reward_fn`` with the reward model's taste in length taken out: r(x, y) - per_token * tokens(y).
+def length_neutral(reward_fn, tokenizer, per_token: float, mean_tokens: float):
+    """``reward_fn`` with the reward model's taste in length taken out: r(x, y) - b (tokens(y) - mean_tokens).
 
-    ``per_token`` is ``length_taste``'s slope (negative for a reward model that likes short
-    answers, so longer answers get back what it took). Within a prompt's k answers, which is all a
-    leave-one-out advantage compares, the result ranks answers as the reward model does with
-    their lengths made equal.
+    ``per_token`` (b) and ``mean_tokens`` come from ``length_taste``: b is negative for a reward
+    model that likes short answers, so a longer answer gets back what it took. Within a prompt's
+    k answers, which is all a leave-one-out advantage compares, the result ranks them as the
+    reward model does with their lengths made equal. Centring on ``mean_tokens`` keeps a typical
+    answer's reward where it was, on the reward model's normalised scale, and so below it the
+    ``no_eos_score`` of an answer that never finishes.
     """
     def reward(rows: list[dict], texts: list[str]) -> torch.Tensor:
-        return reward_fn(rows, texts) - per_token * answer_tokens(tokenizer, texts)
+        return reward_fn(rows, texts) - per_token * (answer_tokens(tokenizer, texts) - mean_tokens)
 
     return reward
 
@@ -258,7 +267,7 @@ def ppo_reward(roles: PPORoles, tokenizer, run_dir: Path, cfg: PPOStageConfig):
     taste = length_taste(reward, tokenizer, load_split(Path(run_dir) / "data", "rm"), read_jsonl(samples))
     if taste["per_token"] is None:  # too few finished answers (tiny's short limit): the score as it is
         return reward, taste
-    return length_neutral(reward, tokenizer, taste["per_token"]), taste
+    return length_neutral(reward, tokenizer, taste["per_token"], taste["mean_tokens"]), taste
 
 
 def mean_and_std(scores: list[float]) -> tuple[float, float]:

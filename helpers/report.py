@@ -122,7 +122,7 @@ def ppo_figure(metrics: list[dict]):
     """PPO's training curves: reward-model score and gold score of the rollouts, and KL to the SFT model."""
     log = pd.DataFrame(metrics)
     figure = make_subplots(rows=1, cols=2, subplot_titles=["score of the rollouts", "KL to the SFT model (nats)"])
-    for column, name in (("rm_score", "reward model"), ("gold", "gold (labeler)")):
+    for column, name in (("rm_score", "reward (what PPO maximises)"), ("gold", "gold (labeler)")):
         if column in log and log[column].notna().any():
             figure.add_trace(go.Scatter(x=log["iteration"], y=log[column], mode="lines+markers", name=name), 1, 1)
     figure.add_trace(go.Scatter(x=log["iteration"], y=log["kl"], mode="lines+markers", name="KL"), 1, 2)

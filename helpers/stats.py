@@ -162,13 +162,17 @@ def within_prompt_slope(prompt_ids, y, x, controls=()) -> float:
     compares only a prompt's own answers), then ``y`` is regressed on ``x`` and the controls
     with no intercept. With ``y`` the reward, ``x`` the answer's length and the gold score as
     control, the slope is the reward per token that the labeler's score does not explain: the
-    reward model's own taste in length. NaN when ``x`` does not vary within any prompt once the
-    controls are held fixed.
+    reward model's own taste in length. A control that never varies within a prompt explains
+    nothing there and is left out; NaN when ``x`` does not vary within any prompt once the
+    controls are held fixed. ValueError for a value that is not a finite number.
     """
     columns = {"y": list(y), "x": list(x)} | {f"c{i}": list(c) for i, c in enumerate(controls)}
     table = pd.DataFrame(columns, dtype=float)
+    if not np.isfinite(table.to_numpy()).all():
+        raise ValueError("within_prompt_slope: every value must be a finite number")
     centred = table - table.groupby(list(prompt_ids), sort=False).transform("mean")
-    design = centred.drop(columns="y").to_numpy()  # (answers, 1 + controls)
+    varies = [name for name in centred.columns[2:] if np.abs(centred[name]).max() > 1e-12]
+    design = centred[["x", *varies]].to_numpy()  # (answers, 1 + controls that vary within a prompt)
     if np.linalg.matrix_rank(design) < design.shape[1]:
         return float("nan")
     coefficients, *_ = np.linalg.lstsq(design, centred["y"].to_numpy(), rcond=None)

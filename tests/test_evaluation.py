@@ -250,14 +250,14 @@ def test_accuracy_by_constraint_kind_splits_only_the_pairs_a_constraint_decided(
         return dict(_gated(text, score, *failed), constraints={"lowercase": lowercase})
 
     records = [{"id": "a", "samples": [answer("met", 1.0, True), answer("missed", 0.0, False),
-                                       answer("cut", 0.05, True, "finished")]},
+                                       answer("cut", 0.0, False, "finished")]},
                {"id": "b", "samples": [dict(_gated("p.s.", 1.0), constraints={"postscript": True}),
                                        dict(_gated("none", 0.0), constraints={"postscript": False})]}]
-    rewards = [[2.0, 1.0, 3.0], [0.0, 1.0]]
+    rewards = [[2.0, 1.0, 0.0], [0.0, 1.0]]
     assert constraint_reason(records[0]["samples"][0], records[0]["samples"][1]) == "lowercase"
     assert constraint_reason(records[0]["samples"][0], records[0]["samples"][2]) is None  # the gate decided
     table = accuracy_by_reason(records, rewards, min_gap=0.1, reason=constraint_reason).set_index("reason")
-    # a: met > missed right (lowercase); met > cut and missed vs cut are gate pairs, left out; b: wrong
+    # a: met > missed right (lowercase); met > cut is a gate pair, left out; missed vs cut tie; b: wrong
     assert table.to_dict(orient="index") == {"lowercase": {"pairs": 1, "accuracy": 1.0},
                                              "postscript": {"pairs": 1, "accuracy": 0.0}}
 
@@ -386,7 +386,7 @@ def test_learning_curve_smooths_and_finds_where_gold_peaks():
     assert curve["gold_peak"] == 5 and curve["gold_gain"] == pytest.approx(0.15 - 0.1)
     assert curve["reward"][-1] == pytest.approx(3.75)
     figure = learning_curve_figure(metrics, window=2)
-    assert [trace.name for trace in figure.data] == ["reward model (normalised)", "gold (labeler)"]
+    assert [trace.name for trace in figure.data] == ["reward (what PPO maximises)", "gold (labeler)"]
     with pytest.raises(ValueError, match="'gold'"):
         learning_curve([{"iteration": 1, "rm_score": 0.0, "gold": None}])
 

@@ -254,13 +254,17 @@ def test_length_taste_measures_the_reward_per_token_that_gold_does_not_explain()
     taste = length_taste(reward_fn, WordTokenizer(), rows, records)
     assert taste["per_token"] == pytest.approx(-0.1)
     assert (taste["answers"], taste["prompts"], taste["gold_held_fixed"]) == (6, 2, True)  # the cut-off one is out
-    neutral = length_neutral(reward_fn, WordTokenizer(), taste["per_token"])
+    assert taste["mean_tokens"] == pytest.approx((4 + 8 + 12 + 6 + 10 + 20) / 6)
+    neutral = length_neutral(reward_fn, WordTokenizer(), taste["per_token"], taste["mean_tokens"])
     long_and_short = [records[0]["samples"][1]["text"], records[0]["samples"][2]["text"]]  # both met it (gold 1)
     assert reward_fn([rows[0]] * 2, long_and_short).tolist() == pytest.approx([3.2, 2.8])
-    assert neutral([rows[0]] * 2, long_and_short).tolist() == pytest.approx([4.0, 4.0])  # equal once length is out
+    at_the_mean = 1.0 + 3.0 - 0.1 * taste["mean_tokens"]  # what the reward model gives an answer of typical length
+    assert neutral([rows[0]] * 2, long_and_short).tolist() == pytest.approx([at_the_mean] * 2)  # length is out
 
     unjudged = [{"id": "a", "samples": [{"text": "w", "truncated": False}, {"text": "w w w", "truncated": False}]}]
     taste = length_taste(lambda rows, texts: torch.tensor([0.0, -0.4]), WordTokenizer(), rows, unjudged)
-    assert taste["per_token"] == pytest.approx(-0.2) and not taste["gold_held_fixed"]  # real data: all of it counts
+    assert taste["per_token"] == pytest.approx(-0.2) and not taste["gold_held_fixed"]  # no gold: all of it counts
     cut_off = [{"id": "a", "samples": [answer(64, 0.05, True), answer(64, 0.05, True), answer(3, 1.0)]}]
     assert length_taste(reward_fn, WordTokenizer(), rows, cut_off)["per_token"] is None  # one finished answer
+    one_each = [{"id": "a", "samples": [answer(4, 0.0)]}, {"id": "b", "samples": [answer(6, 1.0)]}]
+    assert length_taste(reward_fn, WordTokenizer(), rows, one_each)["per_token"] is None  # no prompt has two

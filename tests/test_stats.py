@@ -150,3 +150,8 @@ def test_within_prompt_slope_holds_the_control_fixed_and_ignores_each_prompts_of
     pooled = np.polyfit(tokens, reward, 1)[0]  # across prompts the offsets swamp it
     assert abs(pooled + 0.05) > 0.05
     assert math.isnan(within_prompt_slope(["a", "a", "b"], [1.0, 2.0, 3.0], [7, 7, 9]))  # no length varies in a prompt
+    assert math.isnan(within_prompt_slope(["a", "a"], [1.0, 2.0], [1, 2], [[0.0, 1.0]]))  # the control is the length
+    same_gold = [1.0, 1.0, 0.0, 0.0]  # constant within each prompt: nothing to hold fixed, the slope still counts
+    assert within_prompt_slope(["a", "a", "b", "b"], [1.0, 0.8, 3.0, 2.6], [2, 4, 1, 5], [same_gold]) == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="finite"):
+        within_prompt_slope(["a", "a"], [1.0, float("nan")], [1, 2])
