@@ -143,14 +143,14 @@ def test_the_reward_sweep_retrains_notebook_03s_model_and_checks_it_like_noteboo
 def test_a_second_round_trains_the_reward_model_on_the_policys_answers_and_ppo_against_it(tiny_run):
     reward_meta = read_json(tiny_run / "reward" / "meta.json")
     k = reward_meta["config"]["reward"]["k_samples"]
-    result = _benchmark("reward_sweep").main(["--run-dir", str(tiny_run), "--name", "round2",
+    result = _benchmark("reward_sweep").main(["--run-dir", str(tiny_run), "--name", "round2", "--policy-pairs", "8",
                                               "--policy", str(tiny_run / "ppo" / "policy")])
     out = tiny_run / "reward-sweep" / "round2"
     policy_samples = read_jsonl(out / "policy_samples.jsonl")
     assert len(policy_samples) == len(read_jsonl(tiny_run / "data" / "rm.jsonl"))
     assert all(len(rec["samples"]) == k for rec in policy_samples)
     tally = result["tally"]
-    assert tally["policy_train_pairs"] > 0
+    assert 0 < tally["policy_train_pairs"] <= 8  # a seeded sample of the policy's pairs, capped by --policy-pairs
     assert result["train_pairs"] == reward_meta["train_pairs"] + tally["policy_train_pairs"]
     trained = read_jsonl(out / "comparisons_train.jsonl")
     held = {p["prompt_id"] for p in read_jsonl(out / "comparisons_heldout.jsonl")}
